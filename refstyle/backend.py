@@ -1,0 +1,77 @@
+"""The array backend: NumPy on the CPU, CuPy on an NVIDIA GPU, through one ``xp``.
+
+The numerical code never asks which library it runs on. A public entry point
+resolves the array module once, with :func:`array_module` (from the arrays it was
+given) or :func:`device_module` (from a device name), and passes ``xp`` down; the
+functions below it use only the part of the NumPy API that CuPy implements too.
+CuPy is imported lazily and is optional: on a machine without it, asking for the GPU
+raises a :class:`~refstyle.errors.RefstyleError` that says how to install it.
+"""
+
+import numpy as np
+
+from .errors import RefstyleError
+
+DEVICES = ("cpu", "gpu")
+
+
+def _cupy():
+    """Return the CuPy module, or None when it is not installed or has no GPU."""
+    try:
+        import cupy
+    except ImportError:
+        return None
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return None
+    except Exception:  # no driver, no device: CuPy imports but cannot run
+        return None
+    return cupy
+
+
+def have_gpu():
+    """True when CuPy is installed and sees at least one GPU."""
+    return _cupy() is not None
+
+
+def array_module(*arrays):
+    """Return the module (``numpy`` or ``cupy``) that owns the given arrays.
+
+    NumPy arrays, Python scalars and None give ``numpy``; any CuPy array gives ``cupy``.
+    """
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            import cupy
+
+            return cupy
+    return np
+
+
+def device_module(device="cpu"):
+    """Return the array module for a device name: ``"cpu"`` -> numpy, ``"gpu"`` -> cupy."""
+    if device == "cpu":
+        return np
+    if device == "gpu":
+        cupy = _cupy()
+        if cupy is None:
+            raise RefstyleError(
+                "--device gpu needs CuPy and an NVIDIA GPU: install the package with the "
+                "'gpu' extra (pip install 'refstyle[gpu]') on a machine with CUDA, or use --device cpu"
+            )
+        return cupy
+    raise RefstyleError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
+
+
+def to_numpy(a):
+    """Return ``a`` as a NumPy array (a copy from the GPU for CuPy arrays, else as is)."""
+    if hasattr(a, "get") and type(a).__module__.startswith("cupy"):
+        return a.get()
+    return np.asarray(a)
+
+
+def resolve_dtype(dtype):
+    """Return a NumPy floating dtype: float32 (speed) or float64 (gradient checks)."""
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise RefstyleError(f"dtype must be float32 or float64, not {dt.name}")
+    return dt

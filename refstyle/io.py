@@ -1,0 +1,60 @@
+"""Writing files safely: an interrupted run never leaves half a file or clobbers a good one."""
+
+import contextlib
+import os
+import tempfile
+
+from .errors import RefstyleError
+
+
+def check_writable(path, force=False):
+    """Refuse to overwrite an existing output unless ``force``; check its folder exists."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not force:
+        raise RefstyleError(f"{path} exists: choose another output name or pass --force to overwrite it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise RefstyleError(f"cannot write {path}: the folder {folder} does not exist")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    The rename is atomic on POSIX and Windows, so readers see either the old file or
+    the complete new one. On any error (Ctrl-C included) the temporary file is removed
+    and ``path`` is left as it was.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".part", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_npz(path, arrays):
+    """``numpy.savez`` of a dict of arrays, atomically (see :func:`atomic_path`)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def file_sha256(path, chunk=1 << 22):
+    """The SHA-256 of a file, read in chunks (a weights file can be 550 MB)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

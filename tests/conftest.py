@@ -1,0 +1,86 @@
+"""Shared test fixtures: the ../shared data, array backends × dtypes, error measures."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refstyle.backend import have_gpu
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def shared_path(*parts):
+    """A file under the shared data folder ($REFSTYLE_SHARED, default ../shared).
+
+    Missing: the test fails in CI (CI=true), where the data must be present, and is
+    skipped elsewhere.
+    """
+    base = Path(os.environ.get("REFSTYLE_SHARED", ROOT.parent / "shared"))
+    path = base.joinpath(*parts)
+    if not path.exists():
+        message = f"{path} is missing (set REFSTYLE_SHARED to the shared data folder)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def require_torch():
+    """Import torch, the independent peer; in CI its absence is a failure."""
+    try:
+        import torch
+    except ImportError:
+        if IN_CI:
+            pytest.fail("torch is not installed: CI installs it with the 'test' extra")
+        pytest.skip("torch is not installed (pip install -e '.[test]')")
+    return torch
+
+
+BACKENDS = [
+    "numpy",
+    pytest.param("cupy", marks=pytest.mark.skipif(not have_gpu(), reason="no CuPy/GPU here")),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def xp(request):
+    """The array module under test: numpy, and cupy where a GPU is present."""
+    if request.param == "cupy":
+        import cupy
+
+        return cupy
+    return np
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    return np.dtype(request.param)
+
+
+def max_rel_error(actual, expected):
+    """max |actual - expected| / max |expected|: a scale-free error of a whole array."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = np.max(np.abs(expected))
+    return float(np.max(np.abs(actual - expected)) / (scale if scale > 0 else 1.0))
+
+
+def numeric_gradient(f, x, h=1e-6, coords=None):
+    """Central differences of the scalar f at x (float64), on all or the given coordinates."""
+    x = np.array(x, dtype=np.float64)
+    flat = x.reshape(-1)
+    coords = range(flat.size) if coords is None else coords
+    grad = np.zeros_like(flat)
+    for i in coords:
+        old = flat[i]
+        flat[i] = old + h
+        fp = f(x)
+        flat[i] = old - h
+        fm = f(x)
+        flat[i] = old
+        grad[i] = (fp - fm) / (2 * h)
+    return grad.reshape(x.shape)

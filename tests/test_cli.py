@@ -1,0 +1,84 @@
+"""The command line: ``refstyle weights convert`` and ``refstyle weights info``."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+import refstyle
+from refstyle.cli import main
+
+
+def run(capsys, *argv):
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_convert_and_info_on_generated_weights(tmp_path, capsys):
+    src = tmp_path / "small.npz"
+    refstyle.save_npz(refstyle.generate_weights("vgg16", seed=2), src)
+    status, out, err = run(capsys, "weights", "info", str(src))
+    assert status == 0, err
+    assert "fits vgg16 (conv1_1..conv5_3)" in out
+    assert "conv3_3" in out and "6x4x3x3" in out
+    dst = tmp_path / "copy.npz"
+    status, out, err = run(capsys, "weights", "convert", str(src), str(dst))
+    assert status == 0, err
+    a, b = refstyle.load_weights(src), refstyle.load_weights(dst)
+    assert list(a) == list(b) and b.meta["arch"] == "vgg16"
+    for name in a:
+        np.testing.assert_array_equal(a[name][0].astype(np.float32), b[name][0])
+
+
+def test_convert_the_real_caffemodel(tmp_path, capsys):
+    src = shared_path("weights", "vgg16_hed_bsds500.caffemodel")
+    dst = tmp_path / "vgg16.npz"
+    status, out, err = run(capsys, "weights", "convert", str(src), str(dst))
+    assert status == 0, err
+    assert "vgg16, 13 conv layers conv1_1..conv5_3" in out
+    a, b = refstyle.load_weights(src), refstyle.load_weights(dst)
+    assert b.meta["input"]["channels"] == "BGR"
+    for name in a:
+        np.testing.assert_array_equal(a[name][0], b[name][0])
+        np.testing.assert_array_equal(a[name][1], b[name][1])
+    status, out, err = run(capsys, "weights", "info", str(src))
+    assert status == 0 and "caffemodel" in out and "fits vgg16" in out
+    assert "parameters: 14,714,688" in out  # VGG16's conv stack
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
+    status, out, err = run(capsys, "weights", "info", str(tmp_path / "none.caffemodel"))
+    assert status == 1 and err.count("\n") == 1 and "no such weights file" in err
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"PK\x03\x04 not really a zip")
+    status, out, err = run(capsys, "weights", "convert", str(junk), str(tmp_path / "o.npz"))
+    assert status == 1 and "damaged" in err and not (tmp_path / "o.npz").exists()
+    wrong = tmp_path / "v19.npz"
+    refstyle.save_npz(refstyle.generate_weights("vgg19"), wrong)
+    status, out, err = run(capsys, "weights", "convert", str(wrong), str(tmp_path / "o.npz"), "--arch", "vgg16")
+    assert status == 1 and "'conv3_4' that vgg16 lacks" in err
+    # an existing output is kept unless --force
+    existing = tmp_path / "keep.npz"
+    existing.write_bytes(b"precious")
+    status, out, err = run(capsys, "weights", "convert", str(wrong), str(existing))
+    assert status == 1 and "--force" in err and existing.read_bytes() == b"precious"
+    assert run(capsys, "weights", "convert", str(wrong), str(existing), "--force")[0] == 0
+    assert refstyle.load_weights(existing).meta["arch"] == "vgg19"
+
+
+def test_bad_options_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["weights", "convert", "only-one-arg"])
+    assert e.value.code == 2
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    src = tmp_path / "w.npz"
+    refstyle.save_npz(refstyle.generate_weights("vgg19", depth="conv1_2"), src)
+    done = subprocess.run([sys.executable, "-m", "refstyle", "weights", "info", str(src)], capture_output=True, text=True)
+    assert done.returncode == 0 and "fits vgg19 (conv1_1..conv1_2)" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "refstyle", "weights", "info", str(tmp_path / "x")], capture_output=True, text=True)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
