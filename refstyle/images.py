@@ -83,16 +83,47 @@ def to_uint8(rgb):
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
+SKIMAGE_PREFIX = "skimage:"
+
+
+def resolve_image(name):
+    """An image path from a path or ``skimage:NAME``, an image of scikit-image's data folder.
+
+    ``skimage:chelsea`` is ``<site-packages>/skimage/data/chelsea.png``: photographs and
+    textures that a registry package ships, for demos and tests that need no other file.
+    scikit-image is found, not imported.
+    """
+    import glob
+    import importlib.util
+
+    name = os.fspath(name)
+    if not name.startswith(SKIMAGE_PREFIX) or os.path.exists(name):
+        return name
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImageError(f"{name}: the skimage: images come with scikit-image (pip install scikit-image)")
+    folder = os.path.join(list(spec.submodule_search_locations)[0], "data")
+    stem = name[len(SKIMAGE_PREFIX) :]
+    found = sorted(
+        p for p in glob.glob(os.path.join(folder, glob.escape(stem) + ".*")) if p.endswith((".png", ".jpg", ".tif"))
+    )
+    if not found:
+        names = sorted({os.path.splitext(f)[0] for f in os.listdir(folder) if f.endswith((".png", ".jpg"))})
+        raise ImageError(f"{name}: scikit-image has no image {stem!r}; it has {', '.join(names)}")
+    return found[0]
+
+
 def load_image(path):
     """Read any image Pillow can read as RGB ``uint8`` ``(H, W, 3)``.
 
+    ``path`` may also name an image of scikit-image's data folder (:func:`resolve_image`).
     The EXIF orientation is applied; grayscale becomes three equal channels; 16-bit
     grayscale is scaled to 8 bits; transparent (RGBA, LA, palette with transparency)
     images are composited over white.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    path = os.fspath(path)
+    path = resolve_image(path)
     if not os.path.exists(path):
         raise ImageError(f"{path}: no such image file")
     if os.path.isdir(path):

@@ -59,7 +59,8 @@ class _Tracker:
         self.start = time.perf_counter()
 
     def __call__(self, x):
-        loss, grad = self.evaluate(x)
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite loss is reported below
+            loss, grad = self.evaluate(x)
         self.evaluations += 1
         loss = float(loss)
         if not math.isfinite(loss):

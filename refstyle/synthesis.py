@@ -138,6 +138,8 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
         raise RefstyleError("nothing to synthesise: give a photograph with alpha > 0, or artworks with beta > 0")
     if s.init not in INITS and not isinstance(s.init, str):
         raise RefstyleError(f"--init must be one of {', '.join(INITS)} or an image file")
+    if s.style_scale <= 0:
+        raise ImageError(f"--style-scale must be positive, not {s.style_scale}")
     reference = photo if photo is not None else artworks[0]
     layers = list(s.content_layers if alpha else []) + list(s.style_layers if beta else [])
     scale = convention.input_scale
@@ -177,6 +179,8 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
         step_callback = None if callback is None else (lambda step: callback(step, last[0]))
         result = minimize_image(evaluate, net.xp.asarray(x0), s.iters, s.optimizer, callback=step_callback, **options)
         results.append(result)
+        if result.x is None:  # stopped before the first evaluation finished: no image to keep
+            raise KeyboardInterrupt
         x = result.x
         if result.interrupted:
             break

@@ -6,7 +6,7 @@ from PIL import Image
 
 import refstyle
 from refstyle.errors import ImageError
-from refstyle.images import MEAN_BGR, resize, to_uint8
+from refstyle.images import MEAN_BGR, resize, sized_inputs, to_uint8
 
 rng = np.random.default_rng(3)
 
@@ -85,6 +85,21 @@ def test_resize_longer_side():
     assert resize(rgb, (7, 9)).shape == (7, 9, 3)
     with pytest.raises(ImageError, match="positive"):
         refstyle.resize_longer(rgb, 0)
+
+
+def test_sized_inputs_follow_the_photograph():
+    photo = rng.integers(0, 256, (30, 40, 3)).astype(np.uint8)
+    wide = rng.integers(0, 256, (10, 50, 3)).astype(np.uint8)
+    tall = rng.integers(0, 256, (20, 20, 3)).astype(np.uint8)
+    p, (a, b) = sized_inputs(photo, [wide, tall], size=20)
+    assert p.shape == (15, 20, 3) and a.shape == (4, 20, 3) and b.shape == (20, 20, 3)
+    assert b is tall  # already at its target size: not resampled
+    p, (a,) = sized_inputs(photo, [wide], size=40, style_scale=1.5)
+    assert p is photo and a.shape == (12, 60, 3)
+    p, (a,) = sized_inputs(photo, [wide], shape=(9, 31))  # the size of a given x
+    assert p.shape == (9, 31, 3) and a.shape == (6, 31, 3)
+    with pytest.raises(ImageError, match="--style-scale must be positive"):
+        sized_inputs(photo, [wide], style_scale=0)
 
 
 def test_save_image_is_atomic_and_keeps_text(tmp_path):
