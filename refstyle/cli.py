@@ -245,9 +245,10 @@ def _synthesis_run(args, photo, artworks, kind):
             f.write(buf.getvalue())
     first = log[0][3] if log else float("nan")
     if meta["interrupted"]:
-        print(f"interrupted after {meta['iterations']} iterations: wrote the best image so far to {args.output}")
+        print(f"interrupted after {meta['iterations']} iterations: wrote the best image so far to "
+              f"{os.path.abspath(args.output)}")
         return 130
-    print(f"wrote {args.output} ({result.rgb.shape[0]}×{result.rgb.shape[1]}): loss {first:.4e} -> {meta['loss']:.4e} "
+    print(f"wrote {os.path.abspath(args.output)} ({result.rgb.shape[0]}×{result.rgb.shape[1]}): loss {first:.4e} -> {meta['loss']:.4e} "
           f"in {meta['iterations']} iterations, {meta['evaluations']} evaluations; log {stem}.losses.csv")
     return 0
 
