@@ -272,6 +272,51 @@ def _reconstruct(args):
     return _synthesis_run(args, None, [image], "style")
 
 
+def _figure(args):
+    import os
+
+    from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
+    from .io import check_writable
+    from .progress import Progress
+    from .weights import load_weights, resolve_weights
+
+    if args.list:
+        for name in builtin_figures():
+            grid = load_grid(name)
+            print(f"{name:<14} {len(grid.row_labels)}×{len(grid.col_labels)}  {grid.title}")
+        return 0
+    if args.name is None or args.output is None:
+        raise RefstyleError("give a figure name (or a grid .json file) and -o OUT.png; --list shows the figures")
+    if args.weights is None:
+        raise RefstyleError("give the VGG weights with --weights FILE")
+    check_writable(args.output, args.force)
+    grid = load_grid(args.name)
+    images = find_images(grid, args.images if args.images is not None else default_images_dir())
+    weights_path = resolve_weights(args.weights)
+    arch = load_weights(weights_path, arch=args.arch).meta["arch"]
+    bar = [None]
+
+    def progress(done, total, text):
+        if bar[0] is None:
+            bar[0] = Progress(total, label=f"{grid.name} cells ")
+        bar[0].update(done, text)
+
+    try:
+        result = make_grid(
+            grid, images, weights_path, arch=arch, pooling=args.pooling or "avg", dtype=args.dtype, device=args.device,
+            size=args.size, iters=args.iters, seed=args.seed, jobs=args.jobs, scheduler=args.scheduler,
+            cache_dir=args.cache, progress=progress,
+        )
+    finally:
+        if bar[0] is not None:
+            bar[0].close()
+    caption = (f"refstyle {__version__} · weights {os.path.basename(weights_path)} ({arch}, {args.pooling or 'avg'} "
+               f"pooling) · {args.size} px · {args.iters} L-BFGS iterations · seed {args.seed}")
+    draw_grid(grid, result, args.output, caption)
+    print(f"wrote {os.path.abspath(args.output)}: {result.computed} cells computed, {result.cached} from the cache")
+    return 0
+
+
 def _compare(args):
     from .validate import compare_files
 
@@ -385,6 +430,28 @@ def build_parser():
     rs.add_argument("--layers", required=True, type=_layer_list, help="e.g. conv1_1,conv2_1,conv3_1")
     _add_synthesis_options(rs)
     rs.set_defaults(run=_reconstruct, alpha=0.0, beta=1.0)
+
+    figure = commands.add_parser(
+        "figure", help="make one of the paper's figure grids (or your own grid file)",
+        description="Make a figure grid: fig1-content, fig1-style, fig2, fig3, or a grid .json file "
+        "(see refstyle/figure_specs). Cells run in parallel (--jobs, or a Dask scheduler) and are cached, "
+        "so an interrupted figure resumes where it stopped.",
+    )
+    figure.add_argument("name", metavar="NAME", nargs="?", help="fig1-content, fig1-style, fig2, fig3, or GRID.json")
+    figure.add_argument("-o", "--output", metavar="OUT.png")
+    figure.add_argument("--list", action="store_true", help="list the known figures")
+    figure.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    figure.add_argument("--images", metavar="DIR", help="the folder of the figure's images (default: ../shared/images)")
+    figure.add_argument("--size", type=_positive_int, default=512, help="longer side of each cell in pixels (default 512)")
+    figure.add_argument("--iters", type=_positive_int, default=500, help="L-BFGS iterations per cell (default 500)")
+    figure.add_argument("--seed", type=int, default=0, help="seed of the white-noise starts (default 0)")
+    figure.add_argument("--jobs", type=_positive_int, default=1, help="cells run at once in local processes (default 1)")
+    figure.add_argument("--scheduler", metavar="ADDRESS", help="run the cells on a Dask distributed scheduler, e.g. tcp://host:8786")
+    figure.add_argument("--cache", metavar="DIR", help="where finished cells are kept (default $REFSTYLE_CACHE/cells)")
+    figure.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    figure.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    _add_model_options(figure, weights_required=False)
+    figure.set_defaults(run=_figure)
 
     compare = commands.add_parser("compare", help="compare two gradient .npz files array by array")
     compare.add_argument("a", metavar="A.npz")

@@ -1,12 +1,11 @@
 """The Keras .h5 reader, on files written here in both layouts it understands."""
 
+import h5py
 import numpy as np
 import pytest
 
 import refstyle
 from refstyle.errors import WeightsError
-
-h5py = pytest.importorskip("h5py")  # a dependency of refstyle: always there in CI
 
 
 def small():
