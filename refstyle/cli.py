@@ -298,7 +298,7 @@ def _figure(args):
 
     def progress(done, total, text):
         if bar[0] is None:
-            bar[0] = Progress(total, label=f"{grid.name} cells ")
+            bar[0] = Progress(total, label=f"{grid.name} cells ", unit="cells", start=done)
         bar[0].update(done, text)
 
     try:
@@ -314,6 +314,30 @@ def _figure(args):
                f"pooling) · {args.size} px · {args.iters} L-BFGS iterations · seed {args.seed}")
     draw_grid(grid, result, args.output, caption)
     print(f"wrote {os.path.abspath(args.output)}: {result.computed} cells computed, {result.cached} from the cache")
+    return 0
+
+
+def _explain(args):
+    from .explain import explain
+    from .images import load_image, resize_longer
+    from .network import VGG
+    from .weights import generate_weights, load_weights
+
+    if args.weights is None:
+        weights = generate_weights(args.arch or "vgg19", seed=args.seed)
+        print(f"(no --weights: a small generated {args.arch or 'vgg19'} with random filters; give real weights "
+              "to see real responses)")
+    else:
+        weights = load_weights(args.weights, arch=args.arch)
+    net = VGG(weights, arch=args.arch, pooling=args.pooling or "avg", dtype="float64")
+    check_layers([args.layer], net.arch, net.layers)
+    rgb = resize_longer(load_image(args.image), args.size)
+    from .synthesis import check_size
+
+    check_size(rgb.shape[:2], [args.layer], net.arch)
+    print(f"{net}, image {args.image} at {rgb.shape[0]}×{rgb.shape[1]}, layer {args.layer}")
+    for line in explain(net, rgb, args.layer, seed=args.seed, iters=args.iters):
+        print(line, flush=True)
     return 0
 
 
@@ -452,6 +476,19 @@ def build_parser():
     figure.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     _add_model_options(figure, weights_required=False)
     figure.set_defaults(run=_figure)
+
+    explain = commands.add_parser(
+        "explain", help="print the paper's steps (docs/walkthrough.md) for your image and a layer",
+        description="Walk through the paper's Methods on an image at one layer: responses, content and style "
+        "losses with their gradients checked by finite differences, the total loss, back-propagation, L-BFGS.",
+    )
+    explain.add_argument("image", metavar="IMAGE")
+    explain.add_argument("--layer", default="conv2_1", help="the layer l (default conv2_1)")
+    explain.add_argument("--size", type=_positive_int, default=64, help="the image's longer side (default 64)")
+    explain.add_argument("--iters", type=_positive_int, default=10, help="L-BFGS iterations to show (default 10)")
+    explain.add_argument("--seed", type=int, default=0)
+    _add_model_options(explain, weights_required=False)
+    explain.set_defaults(run=_explain)
 
     compare = commands.add_parser("compare", help="compare two gradient .npz files array by array")
     compare.add_argument("a", metavar="A.npz")

@@ -9,8 +9,10 @@ import time
 
 
 class Progress:
-    def __init__(self, total, label="", stream=None, every=5.0, width=24):
+    def __init__(self, total, label="", stream=None, every=5.0, width=24, unit="it", start=0):
         self.total = int(total)
+        self.start_count = start  # work done before (cells from a cache) is not timed
+        self.unit = unit
         self.label = label
         self.stream = sys.stderr if stream is None else stream
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -22,10 +24,10 @@ class Progress:
 
     def line(self, done, text=""):
         elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = (done - self.start_count) / elapsed if elapsed > 0 else 0.0
         filled = int(self.width * done / self.total) if self.total else self.width
         bar = "#" * filled + "-" * (self.width - filled)
-        return f"{self.label}[{bar}] {done}/{self.total} {text} {rate:.2f} it/s".rstrip()
+        return f"{self.label}[{bar}] {done}/{self.total} {text} {rate:.2f} {self.unit}/s".rstrip()
 
     def update(self, done, text=""):
         self.done = done

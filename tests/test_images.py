@@ -1,5 +1,7 @@
 """Caffe preprocessing, its inverse, and reading images of every kind."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -109,3 +111,6 @@ def test_save_image_is_atomic_and_keeps_text(tmp_path):
         assert im.text["seed"] == "7"
         assert np.asarray(im).max() == 255
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the private mode of a temporary file
