@@ -25,6 +25,7 @@ Every cell that runs an optimisation is a :class:`Job`, a plain picklable value 
 it stopped and an unchanged cell is never computed twice.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -301,6 +302,25 @@ def default_cache_dir():
     return os.path.join(base, "cells")
 
 
+BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _blas_threads(n):
+    """Let processes started inside use ``n`` BLAS threads each (a user's own setting wins)."""
+    saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARS}
+    for k in BLAS_THREAD_VARS:
+        os.environ.setdefault(k, str(n))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _run_all(todo, jobs, scheduler, on_done):
     """Run ``{key: Job}`` serially, in ``jobs`` local processes, or on a Dask scheduler; report each result."""
     if scheduler:
@@ -320,7 +340,10 @@ def _run_all(todo, jobs, scheduler, on_done):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        # jobs × threads = cores, not jobs × cores (workers start at the first submits and read it then)
+        threads = _blas_threads(max(1, (os.cpu_count() or 1) // jobs))
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        with threads, pool:
             futures = {pool.submit(run_cell, job): key for key, job in todo.items()}
             try:
                 for future in as_completed(futures):

@@ -182,3 +182,14 @@ def test_bad_grid_files():
         parse_grid({"rows": []})
     with pytest.raises(RefstyleError, match="neither a known figure"):
         load_grid("fig9")
+
+
+def test_local_workers_share_the_cores(monkeypatch):
+    """--jobs N gives each worker cores/N BLAS threads unless the user set a number, and restores the environment."""
+    for var in figures.BLAS_THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "7")
+    with figures._blas_threads(3):
+        assert os.environ["OPENBLAS_NUM_THREADS"] == "3" and os.environ["OMP_NUM_THREADS"] == "3"
+        assert os.environ["MKL_NUM_THREADS"] == "7"
+    assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "7"
