@@ -408,8 +408,8 @@ def build_parser():
 
     weights = commands.add_parser("weights", help="inspect and convert VGG weights files")
     wcmd = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
-    convert = wcmd.add_parser("convert", help="convert a .caffemodel to refstyle's .npz")
-    convert.add_argument("input", metavar="IN", help="a .caffemodel (Caffe V1 or V2) or refstyle .npz")
+    convert = wcmd.add_parser("convert", help="convert a .caffemodel or Keras .h5 to refstyle's .npz")
+    convert.add_argument("input", metavar="IN", help="a .caffemodel (Caffe V1 or V2), a Keras .h5, a refstyle .npz or vgg16-hed")
     convert.add_argument("output", metavar="OUT", help="the .npz to write")
     convert.add_argument("--arch", choices=sorted(ARCHS), help="check against this architecture (default: inferred)")
     convert.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
