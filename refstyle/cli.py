@@ -42,6 +42,10 @@ def _positive_int(text):
     return value
 
 
+def _positive_int_list(text):
+    return [_positive_int(v.strip()) for v in text.split(",") if v.strip()]
+
+
 def _add_model_options(p, weights_required=True):
     p.add_argument("--weights", required=weights_required, metavar="FILE",
                    help="VGG weights: a .caffemodel, a Keras .h5, a refstyle .npz, "
@@ -79,7 +83,7 @@ def _add_synthesis_options(p):
     p.add_argument("--optimizer", choices=("lbfgs", "gd", "adam"), default="lbfgs",
                    help="L-BFGS-B (the paper's), gradient descent, or Adam (default lbfgs)")
     p.add_argument("--lr", type=float, help="step size of gd and adam")
-    p.add_argument("--maxcor", type=_positive_int, default=20, help="L-BFGS history size (default 20)")
+    p.add_argument("--maxcor", type=_positive_int, help="L-BFGS history size (default 20)")
     p.add_argument("--no-bounds", action="store_true", help="L-BFGS without pixel bounds")
     p.add_argument("--init", default="noise", metavar="noise|content|style|FILE",
                    help="the start image (default: white noise, the paper's)")
@@ -163,10 +167,17 @@ def _load_x(path):
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise RefstyleError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:
+    except IsADirectoryError:
+        raise RefstyleError(f"{path}: is a folder, not a .npy file") from None
+    except (OSError, ValueError, EOFError) as e:
         raise RefstyleError(f"{path}: not a readable .npy array ({e})") from None
-    if x.ndim != 4 or x.shape[:2] != (1, 3) or not np.issubdtype(x.dtype, np.floating):
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise RefstyleError(f"{path}: an .npz archive; --x takes one array saved with numpy.save as .npy")
+    if x.ndim != 4 or x.shape[:2] != (1, 3) or not np.issubdtype(x.dtype, np.floating) or 0 in x.shape:
         raise RefstyleError(f"{path}: --x must be a float 1×3×H×W array in network layout, not {x.dtype} {x.shape}")
+    if not np.isfinite(x).all():
+        raise RefstyleError(f"{path}: --x holds NaN or infinite values")
     return x
 
 
@@ -175,9 +186,17 @@ def _settings(args, alpha, beta, content_layers, style_layers, layer_weights, co
 
     options = {}
     if args.optimizer == "lbfgs":
-        options["maxcor"] = args.maxcor
-    elif args.lr is not None:
-        options["lr"] = args.lr
+        if args.lr is not None:
+            raise RefstyleError("--lr is the step size of gd and adam; L-BFGS finds its own steps (drop --lr)")
+        options["maxcor"] = 20 if args.maxcor is None else args.maxcor
+    else:
+        if args.maxcor is not None or args.no_bounds:
+            flag = "--maxcor" if args.maxcor is not None else "--no-bounds"
+            raise RefstyleError(f"{flag} is an option of L-BFGS, not of {args.optimizer} (drop it)")
+        if args.lr is not None:
+            if not args.lr > 0:
+                raise RefstyleError(f"--lr must be positive, not {args.lr}")
+            options["lr"] = args.lr
     return Settings(
         content_layers=tuple(content_layers), style_layers=tuple(style_layers), layer_weights=layer_weights,
         alpha=alpha, beta=beta, convention=convention.name, style_blend=args.style_blend, tv_weight=args.tv_weight,
@@ -199,17 +218,22 @@ def _synthesis_run(args, photo, artworks, kind):
     from .synthesis import synthesize
     from .weights import resolve_weights
 
-    check_writable(args.output, args.force)
-    if args.iters < 1:
-        raise RefstyleError("--iters must be at least 1")
-    convention, net, alpha, beta, content_layers, style_layers, layer_weights = _weights_and_losses(args)
-    if kind == "content":
-        beta = 0.0
-    elif kind == "style":
-        alpha = 0.0
-    settings = _settings(args, alpha, beta, content_layers, style_layers, layer_weights, convention)
     stem, _ = os.path.splitext(args.output)
     total = args.iters * args.scales
+    if args.save_every < 0:
+        raise RefstyleError(f"--save-every must be 0 (off) or a positive number, not {args.save_every}")
+    snapshots = [f"{stem}.{n:05d}.png" for n in range(args.save_every, total + 1, args.save_every)] if args.save_every else []
+    for path in [args.output, stem + ".losses.csv"] + snapshots:  # every file this run writes
+        check_writable(path, args.force)
+    if kind != "transfer":
+        if args.ratio is not None or (args.alpha if kind == "style" else args.beta) is not None:
+            raise RefstyleError("a reconstruction has one loss term: --ratio and the other term's weight do not apply")
+        if kind == "content":
+            args.alpha, args.beta = 1.0 if args.alpha is None else args.alpha, 0.0
+        else:
+            args.alpha, args.beta = 0.0, 1.0 if args.beta is None else args.beta
+    convention, net, alpha, beta, content_layers, style_layers, layer_weights = _weights_and_losses(args)
+    settings = _settings(args, alpha, beta, content_layers, style_layers, layer_weights, convention)
     bar = Progress(total, label=f"{kind} ")
     log, done = [], [0]
 
@@ -358,7 +382,7 @@ def _gradcheck(args):
 
     weights = None
     if args.weights == "generated":
-        widths = tuple(int(w) for w in args.widths)
+        widths = tuple(args.widths)
         if len(widths) != 5:
             raise RefstyleError("--widths takes five filter counts, one per block")
         weights = generate_weights(args.arch or "vgg19", widths=widths, seed=args.seed)
@@ -448,12 +472,12 @@ def build_parser():
     rc.add_argument("image", metavar="IMAGE")
     rc.add_argument("--layer", required=True, help="e.g. conv2_1")
     _add_synthesis_options(rc)
-    rc.set_defaults(run=_reconstruct, alpha=1.0, beta=0.0)
+    rc.set_defaults(run=_reconstruct)
     rs = rcmd.add_parser("style", help="texture synthesis: match the Gram matrices A^l of an image's layers")
     rs.add_argument("image", metavar="IMAGE")
     rs.add_argument("--layers", required=True, type=_layer_list, help="e.g. conv1_1,conv2_1,conv3_1")
     _add_synthesis_options(rs)
-    rs.set_defaults(run=_reconstruct, alpha=0.0, beta=1.0)
+    rs.set_defaults(run=_reconstruct)
 
     figure = commands.add_parser(
         "figure", help="make one of the paper's figure grids (or your own grid file)",
@@ -501,7 +525,7 @@ def build_parser():
     )
     gradcheck.add_argument("--content", metavar="IMAGE", help="the photograph (default: seeded random pixels)")
     gradcheck.add_argument("--style", metavar="IMAGE", help="the artwork (default: seeded random pixels)")
-    gradcheck.add_argument("--widths", type=_number_list, default=[4, 6, 8, 8, 8],
+    gradcheck.add_argument("--widths", type=_positive_int_list, default=[4, 6, 8, 8, 8],
                            help="filters per block of the generated network (default 4,6,8,8,8)")
     gradcheck.add_argument("--coords", type=int, default=20, help="random coordinates to probe (default 20)")
     gradcheck.add_argument("--directions", type=int, default=5, help="random directions to probe (default 5)")

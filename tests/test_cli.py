@@ -1,5 +1,6 @@
 """The command line: ``refstyle weights convert`` and ``refstyle weights info``."""
 
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,23 @@ def test_python_dash_m_runs_the_cli(tmp_path):
     assert done.returncode == 0 and "fits vgg19 (conv1_1..conv1_2)" in done.stdout
     done = subprocess.run([sys.executable, "-m", "refstyle", "weights", "info", str(tmp_path / "x")], capture_output=True, text=True)
     assert done.returncode == 1 and "Traceback" not in done.stderr
+
+
+def test_an_unwritable_folder_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(locked) else real_access(p, mode))
+    src = tmp_path / "w.npz"
+    refstyle.save_npz(refstyle.generate_weights("vgg19", depth="conv1_2"), src)
+    status, _, err = run(capsys, "weights", "convert", str(src), str(locked / "o.npz"))
+    assert status == 1 and "no permission to write in the folder" in err
+
+
+def test_check_writable():
+    from refstyle.io import check_writable
+
+    with pytest.raises(refstyle.RefstyleError, match="is a folder"):
+        check_writable(os.getcwd(), force=True)
+    with pytest.raises(refstyle.RefstyleError, match="does not exist"):
+        check_writable("/no/such/folder/o.png")

@@ -78,6 +78,13 @@ def test_load_image_errors(tmp_path):
         refstyle.load_image(tmp_path / "cut.png")
 
 
+def test_an_image_too_large_to_decode_safely(tmp_path, monkeypatch):
+    path = _save(tmp_path, "big.png", Image.fromarray(np.zeros((64, 64, 3), np.uint8)))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64×64 is then over twice the limit: a "bomb"
+    with pytest.raises(ImageError, match="too many pixels to read safely.*downscale the image"):
+        refstyle.load_image(path)
+
+
 def test_resize_longer_side():
     rgb = rng.integers(0, 256, (30, 40, 3)).astype(np.uint8)
     assert refstyle.resize_longer(rgb, 20).shape == (15, 20, 3)

@@ -162,3 +162,31 @@ def test_gradcheck_flags_a_wrong_gradient():
     report = check_gradient(wrong, x)
     assert not report.passed(1e-6) and report.max_rel_error == pytest.approx(0.01 / 1.01, rel=1e-3)
     assert "FAIL" in report.format(1e-6)
+
+
+def test_total_variation_value_and_gradient():
+    from refstyle.losses import total_variation
+
+    x = rng.standard_normal((1, 3, 5, 7))
+    L, dx = total_variation(x)
+    direct = sum(
+        (x[0, c, i + 1, j] - x[0, c, i, j]) ** 2 for c in range(3) for i in range(4) for j in range(7)
+    ) + sum((x[0, c, i, j + 1] - x[0, c, i, j]) ** 2 for c in range(3) for i in range(5) for j in range(6))
+    assert L == pytest.approx(direct, rel=1e-13)
+    numeric = numeric_gradient(lambda z: total_variation(z)[0], x, h=1e-6)
+    assert max_rel_error(dx, numeric) < 1e-7
+    assert total_variation(np.full((1, 3, 4, 4), 7.0))[0] == 0.0
+
+
+def test_objective_with_total_variation_gradient():
+    net, p, a = _problem()
+    P = content_targets(net, p, ["conv2_1"])
+    A = style_targets(net, [a], ["conv1_1", "conv2_1"])
+    x = rng.standard_normal(p.shape) * 40
+    plain = Objective(net, P, A, alpha=1e-3, beta=1.0)
+    smooth = Objective(net, P, A, alpha=1e-3, beta=1.0, tv_weight=0.1)
+    report = check_gradient(smooth, x, coords=30, directions=5)
+    assert report.max_rel_error < 1e-6, report.format()
+    from refstyle.losses import total_variation
+
+    assert smooth(x)[0] == pytest.approx(plain(x)[0] + 0.1 * total_variation(x)[0], rel=1e-12)

@@ -13,7 +13,7 @@ from PIL import Image
 import refstyle
 from refstyle.cli import main
 from refstyle.objective import Objective
-from refstyle.optimize import gradient_descent, lbfgs
+from refstyle.optimize import adam, gradient_descent, lbfgs
 
 rng = np.random.default_rng(11)
 
@@ -155,6 +155,12 @@ ERRORS = [
     (["--optimizer", "gd", "--lr", "1e30"], r"the loss became (inf|nan) at iteration \d+"),
     (["--init", "nothere.png"], "nothere.png: no such image file"),
     (["--style-scale", "-1"], "--style-scale must be positive"),
+    (["--lr", "0.1"], "--lr is the step size of gd and adam"),
+    (["--optimizer", "adam", "--maxcor", "5"], "--maxcor is an option of L-BFGS, not of adam"),
+    (["--optimizer", "gd", "--no-bounds"], "--no-bounds is an option of L-BFGS"),
+    (["--optimizer", "gd", "--lr", "-1"], "--lr must be positive"),
+    (["--size", 40, "--scales", 4], "too small for conv5_1.*coarsest of --scales 4; use fewer --scales"),
+    (["--save-every", "-2"], "--save-every must be 0"),
 ]
 
 
@@ -170,6 +176,43 @@ def test_user_errors_exit_1_with_one_line_and_no_file(small, tmp_path, capsys, e
     assert len(errors) == 1 and err.endswith(errors[0] + "\n") and "Traceback" not in err, err
     assert re.search(message, errors[0]), err
     assert not out.exists() and not (tmp_path / "o.losses.csv").exists() and not leftovers(tmp_path)
+
+
+def test_reconstruction_options_and_errors(small, tmp_path, capsys):
+    out = tmp_path / "r.png"
+    base = ["--weights", small["weights"], "--size", 24, "--iters", 3, "-o", out]
+    status, _, err = run(capsys, "reconstruct", "content", small["photo"], "--layer", "conv2_1", "--alpha", 2, *base)
+    assert status == 0, err
+    assert (png_meta(out)["settings"]["alpha"], png_meta(out)["settings"]["beta"]) == (2.0, 0.0)
+    out.unlink()
+    (tmp_path / "r.losses.csv").unlink()
+    for argv, message in [
+        (["content", small["photo"], "--layer", "conv2_1", "--ratio", "1e-3"], "one loss term"),
+        (["style", small["art"], "--layers", "conv1_1", "--alpha", "1"], "one loss term"),
+        (["style", small["art"], "--layers", "conv1_1", "--init", "content"], "--init content starts from the photograph"),
+        (["content", small["photo"], "--layer", "conv2_1", "--init", "style"], "--init style starts from the artwork"),
+    ]:
+        status, _, err = run(capsys, "reconstruct", *argv, *base)
+        assert status == 1 and message in err and "Traceback" not in err, err
+        assert not out.exists() and not leftovers(tmp_path)
+
+
+def test_every_output_is_checked_before_the_run(small, tmp_path, capsys):
+    """A folder named like the output, or an existing log or snapshot, stops the run before it starts."""
+    folder = tmp_path / "dir.png"
+    folder.mkdir()
+    status, _, err = transfer(capsys, small, folder, "--force")
+    assert status == 1 and "is a folder" in err
+    out = tmp_path / "o.png"
+    (tmp_path / "o.losses.csv").write_text("precious")
+    status, _, err = transfer(capsys, small, out)
+    assert status == 1 and "o.losses.csv exists" in err and not out.exists()
+    (tmp_path / "o.losses.csv").unlink()
+    (tmp_path / "o.00004.png").write_text("precious")
+    status, _, err = transfer(capsys, small, out, "--save-every", 2)
+    assert status == 1 and "o.00004.png exists" in err and not out.exists()
+    assert transfer(capsys, small, out, "--save-every", 2, "--force")[0] == 0
+    assert (tmp_path / "o.00004.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_bad_inputs(small, tmp_path, capsys):
@@ -275,3 +318,62 @@ def test_transfer_is_reproducible_through_the_api():
     b = refstyle.synthesize(net, photo, [art], settings)
     np.testing.assert_array_equal(a.x, b.x)
     assert a.x.shape == (1, 3, 20, 26) and a.results[0].iterations == 4
+
+
+def _tiny_problem(seed=2):
+    net = refstyle.VGG(refstyle.generate_weights("vgg19", widths=(3, 3, 4, 4, 4), seed=seed, dtype="float64"))
+    photo = rng.integers(0, 256, (27, 36, 3)).astype(np.uint8)
+    art = rng.integers(0, 256, (36, 36, 3)).astype(np.uint8)
+    return net, photo, art
+
+
+@pytest.mark.parametrize("optimizer, options", [("gd", {"lr": 0.1}), ("adam", {"lr": 10.0})])
+def test_gd_and_adam_lower_the_loss(optimizer, options):
+    net, photo, art = _tiny_problem()
+    settings = refstyle.Settings(size=36, iters=15, optimizer=optimizer, optimizer_options=options)
+    history = refstyle.synthesize(net, photo, [art], settings).results[0].history
+    assert len(history) == 15 and history[-1] < 0.5 * history[0], history
+
+
+@pytest.mark.parametrize("optimizer", [gradient_descent, adam])
+def test_each_step_reports_an_image_with_its_own_loss(optimizer):
+    target = np.linspace(-1, 1, 12).reshape(1, 3, 2, 2)
+
+    def evaluate(x):
+        return 0.5 * float(((x - target) ** 2).sum()), x - target
+
+    steps = []
+    optimizer(evaluate, np.zeros_like(target), iters=5, lr=0.3, callback=lambda step: steps.append((step.loss, step.x.copy())))
+    assert len(steps) == 5 and steps[-1][0] < steps[0][0]
+    for loss, x in steps:
+        assert evaluate(x)[0] == loss
+
+
+def test_preserve_color_keeps_the_photographs_chroma():
+    from refstyle.synthesis import preserve_color
+
+    result = rng.random((6, 5, 3)) * 255
+    photo = rng.integers(0, 256, (6, 5, 3)).astype(np.uint8)
+    out = preserve_color(result, photo)
+    yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    np.testing.assert_allclose(out @ yiq[0], result @ yiq[0], atol=1e-9)  # the result's luminance
+    np.testing.assert_allclose(out @ yiq[1:].T, photo.astype(float) @ yiq[1:].T, atol=1e-9)  # the photo's chroma
+    net, photo, art = _tiny_problem()
+    plain = refstyle.synthesize(net, photo, [art], refstyle.Settings(size=36, iters=3))
+    kept = refstyle.synthesize(net, photo, [art], refstyle.Settings(size=36, iters=3, preserve_color=True))
+    np.testing.assert_array_equal(plain.x, kept.x)
+    np.testing.assert_allclose(kept.rgb, preserve_color(plain.rgb, plain.photo), atol=1e-12)
+
+
+def test_two_scales_run_coarse_then_fine():
+    from refstyle.synthesis import scale_sizes
+
+    assert scale_sizes(26, 2) == [13, 26] and scale_sizes(25, 2) == [13, 25] and scale_sizes(100, 3) == [25, 50, 100]
+    net, photo, art = _tiny_problem()
+    sizes = []
+    layers = {"content_layers": ("conv3_1",), "style_layers": ("conv1_1", "conv2_1", "conv3_1")}
+    one = refstyle.synthesize(net, photo, [art], refstyle.Settings(size=36, iters=4, **layers))
+    two = refstyle.synthesize(net, photo, [art], refstyle.Settings(size=36, iters=4, scales=2, **layers),
+                              on_scale=lambda k, shape: sizes.append(shape))
+    assert sizes == [(14, 18), (27, 36)] and len(two.results) == 2 and two.x.shape == one.x.shape
+    assert np.abs(two.x - one.x).max() > 1.0

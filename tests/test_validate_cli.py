@@ -104,6 +104,13 @@ def test_grad_user_errors(files, tmp_path, capsys):
     assert "2 values for 5 style layers" in capsys.readouterr().err
     assert main(["grad", files["photo"], str(tmp_path / "nope.jpg"), "-o", str(out), "--weights", files["weights"]]) == 1
     assert "no such image file" in capsys.readouterr().err
+    archive, empty = tmp_path / "x.npz", tmp_path / "empty.npy"
+    np.savez(archive, x=np.zeros((1, 3, 8, 8)))
+    np.save(empty, np.zeros((1, 3, 0, 8)))
+    for x, message in [(archive, "an .npz archive"), (empty, "1×3×H×W array"), (tmp_path, "is a folder")]:
+        assert grad(files, out, "--x", str(x)) == 1
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
     assert not out.exists()
 
 
@@ -111,6 +118,15 @@ def test_gradcheck_command(capsys):
     assert main(["gradcheck", "--size", "20", "--coords", "8", "--directions", "2"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "vgg19" in out
+
+
+def test_gradcheck_widths_must_be_positive_whole_numbers(capsys):
+    for widths in ("4,0,8,8,8", "4,6.5,8,8,8"):
+        with pytest.raises(SystemExit) as e:
+            main(["gradcheck", "--widths", widths])
+        assert e.value.code == 2
+    assert main(["gradcheck", "--widths", "4,6,8", "--size", "20"]) == 1
+    assert "five filter counts" in capsys.readouterr().err
 
 
 def test_gradcheck_command_flags_a_wrong_gradient(monkeypatch, capsys):
