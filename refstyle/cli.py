@@ -8,6 +8,7 @@ exit status 1; a bad option gives argparse's usage message and exit status 2.
 
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -210,7 +211,6 @@ def _synthesis_run(args, photo, artworks, kind):
     """Shared by transfer and reconstruct: run, show progress, write the image, its log and metadata."""
     import csv
     import io
-    import os
 
     from .images import save_image
     from .io import atomic_path, check_writable, file_sha256
@@ -297,7 +297,6 @@ def _reconstruct(args):
 
 
 def _figure(args):
-    import os
 
     from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
     from .io import check_writable
@@ -416,6 +415,45 @@ def _weights_convert(args):
     print(f"wrote {args.output}: {weights.meta['arch']}, {len(names)} conv layers {names[0]}..{names[-1]}")
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
+
+
+def _image_files(folder):
+
+    if not os.path.isdir(folder):
+        raise RefstyleError(f"{folder}: no such folder of images")
+    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
+    if not paths:
+        raise RefstyleError(f"{folder}: no images in it ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+def _weights_normalize(args):
+    from .io import check_writable
+    from .normalize import normalize_over_images
+    from .progress import Progress
+    from .weights import load_weights, save_npz
+
+    check_writable(args.output, args.force)
+    paths = _image_files(args.images)
+    weights = load_weights(args.input, arch=args.arch)
+    bar = Progress(len(paths), label="mean responses ", unit="images")
+    try:
+        result = normalize_over_images(weights, paths, size=args.size, pooling=args.pooling,
+                                       on_image=lambda k: bar.update(k + 1, os.path.basename(paths[k])))
+    finally:
+        bar.close()
+    save_npz(result.weights, args.output)
+    dead = sum(len(v) for v in result.dead.values())
+    print(f"wrote {args.output}: {weights.meta['arch']} normalised over {len(paths)} images at {args.size} px "
+          f"({args.pooling} pooling)")
+    for name, m in result.scales.items():
+        print(f"  {name:<8} mean response {m.min():.4g} .. {m.max():.4g}"
+              + (f"; {len(result.dead[name])} filters never respond, left alone: {result.dead[name]}" if name in result.dead else ""))
+    if dead:
+        print(f"{dead} filters never responded on these images and were left unscaled")
+
+
 def _weights_info(args):
     from .weights import describe
 
@@ -438,6 +476,21 @@ def build_parser():
     convert.add_argument("--arch", choices=sorted(ARCHS), help="check against this architecture (default: inferred)")
     convert.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     convert.set_defaults(run=_weights_convert)
+    norm = wcmd.add_parser(
+        "normalize", help="the paper's normalised network: each filter's mean response over images becomes 1",
+        description="Divide each filter's weights and bias by its mean response (after ReLU) over the images "
+        "in DIR and all positions, and multiply the next layer's input weights by it (SPEC §3). Every layer's "
+        "responses become the original ones divided per channel by that mean.",
+    )
+    norm.add_argument("input", metavar="IN", help="weights: a .caffemodel, Keras .h5, refstyle .npz or a known name")
+    norm.add_argument("output", metavar="OUT", help="the normalised .npz to write")
+    norm.add_argument("--images", required=True, metavar="DIR", help="a folder of calibration images")
+    norm.add_argument("--size", type=_positive_int, default=256, help="the images' longer side in pixels (default 256)")
+    norm.add_argument("--pooling", choices=("max", "avg"), default="max",
+                      help="pooling while measuring (default max, as VGG was trained)")
+    norm.add_argument("--arch", choices=sorted(ARCHS), help="check against this architecture (default: inferred)")
+    norm.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    norm.set_defaults(run=_weights_normalize)
     info = wcmd.add_parser("info", help="list a weights file's layers and shapes")
     info.add_argument("file", metavar="FILE")
     info.set_defaults(run=_weights_info)

@@ -166,8 +166,6 @@ def resize_longer(rgb, size):
     An image whose longer side already is ``size`` is returned as it is, not resampled.
     The shorter side is rounded and at least 1.
     """
-    from PIL import Image
-
     size = int(size)
     if size < 1:
         raise ImageError(f"the size must be a positive number of pixels, not {size}")

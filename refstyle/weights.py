@@ -17,9 +17,13 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import WeightsError
-from .network import ARCHS, VGG_WIDTHS, check_arch, conv_layers
+from .network import ARCHS, check_arch, conv_layers
 
 NPZ_FORMAT = "refstyle-weights"
+# What else a converted .npz records about its weights when known: the format they were read
+# from, the convolutions left out, how another input convention was folded into conv1_1, the
+# normalisation.
+RECORDED = ("original_format", "skipped", "input_conversion", "normalized")
 NPZ_VERSION = 1
 
 # What the network expects of its input; recorded with converted weights (SPEC §1).
@@ -223,7 +227,7 @@ def load_weights(path, arch=None):
 
 def weights_meta(weights):
     """The JSON-able description of weights stored in the ``.npz``: arch, layers, shapes."""
-    return {
+    meta = {
         "format": NPZ_FORMAT,
         "version": NPZ_VERSION,
         "arch": weights.meta.get("arch", infer_arch(weights)),
@@ -232,7 +236,11 @@ def weights_meta(weights):
         ],
         "input": weights.meta.get("input", CAFFE_INPUT),
         "source": weights.meta.get("source", "unknown"),
+        **{key: weights.meta[key] for key in RECORDED if key in weights.meta},
     }
+    if "original_format" not in meta and weights.meta.get("format") not in (None, "npz"):
+        meta["original_format"] = weights.meta["format"]
+    return meta
 
 
 def save_npz(weights, path):
@@ -265,7 +273,7 @@ def _load_npz(path):
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise WeightsError(f"{path}: a damaged refstyle .npz weights file ({e}); convert the weights again") from None
-    info = {k: meta[k] for k in ("arch", "input", "source") if k in meta}
+    info = {k: meta[k] for k in ("arch", "input", "source") + RECORDED if k in meta}
     return Weights(layers, dict(info, format="npz"))
 
 

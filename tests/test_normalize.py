@@ -1,0 +1,115 @@
+"""The paper's normalised network (SPEC §3): mean responses of 1, responses divided per channel."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import shared_path
+from PIL import Image
+
+import refstyle
+from refstyle.cli import main
+from refstyle.errors import RefstyleError
+from refstyle.normalize import mean_responses, normalize, normalize_over_images
+
+rng = np.random.default_rng(8)
+
+
+def _images(n=3):
+    return [rng.integers(0, 256, (20 + 3 * k, 24, 3)).astype(np.uint8) for k in range(n)]
+
+
+def _inputs(images, size, dtype="float64"):
+    return [refstyle.preprocess(refstyle.resize_longer(rgb, size), dtype) for rgb in images]
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+@pytest.mark.parametrize("arch", ["vgg19", "vgg16"])
+def test_normalised_means_are_one_and_responses_are_divided(arch, pooling):
+    weights = refstyle.generate_weights(arch, widths=(4, 5, 6, 6, 6), seed=5)
+    images = _images()
+    result = normalize_over_images(weights, images, size=24, pooling=pooling, dtype="float64")
+    original = refstyle.VGG(weights, pooling=pooling, dtype="float64")
+    normalised = refstyle.VGG(result.weights, pooling=pooling, dtype="float64")
+    means = mean_responses(normalised, _inputs(images, 24))
+    for name, m in means.items():
+        alive = np.ones(m.shape, bool)
+        alive[result.dead.get(name, [])] = False
+        np.testing.assert_allclose(m[alive], 1.0, atol=1e-5, err_msg=name)
+        assert (m[~alive] == 0).all()
+    x = _inputs(images[:1], 24)[0]
+    layers = [name for name in original.layers if name.startswith("conv")]
+    F, F_norm = original.responses(x, layers), normalised.responses(x, layers)
+    for name in layers:
+        np.testing.assert_allclose(F_norm[name], F[name] / result.scales[name][None, :, None, None],
+                                   rtol=1e-10, atol=1e-12 * np.abs(F[name]).max(), err_msg=name)
+    assert result.weights.meta["normalized"]["pooling"] == pooling
+    assert result.weights.meta["normalized"]["images"] == 3
+
+
+def test_the_scales_follow_the_equation():
+    """W'_ic = W_ic m^{l-1}_c / m^l_i and b'_i = b_i / m^l_i, with m^0 = 1; the input is not changed."""
+    weights = refstyle.generate_weights("vgg19", widths=(2, 3, 3, 3, 3), depth="conv2_1", seed=1)
+    means = {name: rng.random(W.shape[0]) + 0.5 for name, (W, b) in weights.items()}
+    out = normalize(weights, means).weights
+    W1, b1 = weights["conv1_1"]
+    np.testing.assert_allclose(out["conv1_1"][0], W1 / means["conv1_1"][:, None, None, None], rtol=1e-15)
+    np.testing.assert_allclose(out["conv1_1"][1], b1 / means["conv1_1"], rtol=1e-15)
+    W2 = weights["conv1_2"][0]
+    expected = W2 * means["conv1_1"][None, :, None, None] / means["conv1_2"][:, None, None, None]
+    np.testing.assert_allclose(out["conv1_2"][0], expected, rtol=1e-15)
+    assert weights["conv1_1"][0] is W1  # pure: the input weights are untouched
+    with pytest.raises(RefstyleError, match="non-negative"):
+        normalize(weights, dict(means, conv1_2=-means["conv1_2"]))
+    with pytest.raises(RefstyleError, match="no mean response for conv2_1"):
+        normalize(weights, {"conv1_1": means["conv1_1"], "conv1_2": means["conv1_2"]})
+
+
+def test_a_filter_that_never_responds_is_left_alone_and_reported():
+    weights = refstyle.generate_weights("vgg19", widths=(4, 4, 4, 4, 4), depth="conv2_2", seed=2)
+    layers = dict(weights)
+    W, b = layers["conv1_2"]
+    b = b.copy()
+    b[1] = -1e6  # filter 1 of conv1_2 is off everywhere
+    layers["conv1_2"] = (W, b)
+    weights = refstyle.Weights(layers, weights.meta)
+    result = normalize_over_images(weights, _images(2), size=24, dtype="float64")
+    assert result.dead == {"conv1_2": [1]} and result.scales["conv1_2"][1] == 1.0
+    np.testing.assert_array_equal(result.weights["conv1_2"][1][1], -1e6 / 1.0)
+    # the next layer's weights on that channel are only divided by its own filters' means
+    W21, W21_new = weights["conv2_1"][0], result.weights["conv2_1"][0]
+    np.testing.assert_allclose(W21_new[:, 1], W21[:, 1] / result.scales["conv2_1"][:, None, None], rtol=1e-14)
+    assert result.weights.meta["normalized"]["dead"] == {"conv1_2": [1]}
+
+
+def test_normalize_command_with_the_real_weights(tmp_path, capsys):
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for name in ("tubingen.jpg", "starry_night.jpg"):
+        Image.open(shared_path("images", name)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image: ignored")
+    out = tmp_path / "norm.npz"
+    src = str(shared_path("weights", "vgg16_hed_bsds500.caffemodel"))
+    assert main(["weights", "normalize", src, str(out), "--images", str(folder), "--size", "48"]) == 0
+    stdout = capsys.readouterr().out
+    assert "normalised over 2 images at 48 px (max pooling)" in stdout and "conv5_3" in stdout
+    loaded = refstyle.load_weights(out)
+    record = loaded.meta["normalized"]
+    assert loaded.meta["arch"] == "vgg16" and record["images"] == 2 and record["size"] == 48
+    assert loaded.meta["original_format"] == "caffemodel"
+    net = refstyle.VGG(loaded, pooling="max")
+    rgbs = [refstyle.load_image(folder / n) for n in ("starry_night.jpg", "tubingen.jpg")]
+    means = mean_responses(net, _inputs(rgbs, 48, "float32"))
+    for name, m in means.items():
+        alive = np.array(record["means"][name]) > 0
+        np.testing.assert_allclose(m[alive], 1.0, rtol=2e-4, err_msg=name)  # float32 responses
+    z = np.load(out)
+    assert json.loads(str(z["meta"]))["normalized"]["pooling"] == "max"
+    # errors: one line, no file
+    for argv, message in [
+        (["--images", str(tmp_path / "none")], "no such folder of images"),
+        (["--images", str(tmp_path)], "no images in it"),
+    ]:
+        assert main(["weights", "normalize", src, str(tmp_path / "x.npz"), *argv]) == 1
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
