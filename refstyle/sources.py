@@ -573,6 +573,19 @@ def resolve(name, cache=None, sources=None):
     raise WeightsError(text)
 
 
+def source_of(path, cache=None, sources=None):
+    """The known source whose weights file ``path`` is (in the cache or an installed package), or None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    sources = load_sources() if sources is None else sources
+    for source in sources.values():
+        for candidate in (cached_path(source, cache), installed_copy(source)):
+            if candidate is not None and candidate.is_file() and os.path.samefile(candidate, path):
+                return source
+    return None
+
+
 class SourceStatus(NamedTuple):
     """A known source and whether its weights are here (``refstyle weights list``)."""
 

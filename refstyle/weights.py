@@ -227,9 +227,11 @@ def load_weights(path, arch=None):
     """
     if arch is not None:
         check_arch(arch)
-    source = known_source(path)
+    from .sources import source_of
+
     path = resolve_weights(path)
     weights = _read(path, _sniff(path))
+    source = source_of(path)  # a known source's file, named or given by its path: its record says its input
     if source is not None:
         weights.meta.update(source=f"{source.name} ({path})", input=source.input)
     if arch is not None:
@@ -320,10 +322,12 @@ def _load_npz(path):
 
 def describe(path):
     """A human-readable summary of a weights file, for ``refstyle weights info``."""
+    from .sources import source_of
+
     name = os.fspath(path)
-    source = known_source(name)
     path = resolve_weights(name)
     head = _sniff(path)
+    source = source_of(path)
     lines = [f"file:   {path} ({os.path.getsize(path):,} bytes)" + (f", the known weights {name}" if path != name else "")]
     from .formats.pth import pth_format
 

