@@ -53,6 +53,24 @@ def test_legacy_keras_applications_file(tmp_path):
     np.testing.assert_array_equal(F1["conv5_3"], F2["conv5_3"])
 
 
+def test_keras3_applications_weights_file(tmp_path):
+    """keras.applications.VGG16(...).save_weights("x.weights.h5") in Keras 3: layers/block<B>_conv<K>/vars/{0,1}."""
+    w = small()
+    path = tmp_path / "vgg16.weights.h5"
+    with h5py.File(path, "w") as f:
+        for name, (W, b) in w.items():
+            group = f"layers/block{name[4]}_conv{name[6]}/vars"
+            f[f"{group}/0"] = kernel(W)
+            f[f"{group}/1"] = b
+        f["layers/fc1/vars/0"] = np.ones((4, 2), np.float32)  # a dense layer: not a convolution
+        f["layers/fc1/vars/1"] = np.ones(2, np.float32)
+    got = refstyle.load_weights(path)
+    assert list(got) == list(w) and got.meta["arch"] == "vgg16"
+    for name, (W, b) in w.items():
+        np.testing.assert_array_equal(got[name][0], W)
+        np.testing.assert_array_equal(got[name][1], b)
+
+
 def test_h5_files_without_vgg_convolutions(tmp_path):
     path = tmp_path / "other.h5"
     with h5py.File(path, "w") as f:
