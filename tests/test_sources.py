@@ -28,19 +28,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         server = self.server
         data = server.files.get(self.path)
         wanted = self.headers.get("Range")
+        # Each request is logged before its answer is sent: the client may read the whole answer
+        # and the test check the log before this thread would get to a line after the write.
         if data is None:
-            self.send_error(404)
             server.log.append((self.path, wanted, 404, 0))
+            self.send_error(404)
             return
         start, status = 0, 200
         if wanted and not server.ignore_range:
             start = int(re.fullmatch(r"bytes=(\d+)-", wanted).group(1))
             if server.refuse_range or start >= len(data):
+                server.log.append((self.path, wanted, 416, 0))
                 self.send_response(416)
                 self.send_header("Content-Range", f"bytes */{len(data)}")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                server.log.append((self.path, wanted, 416, 0))
                 return
             status = 206
         body = data[start:]
@@ -52,8 +54,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if server.drop_after is not None:  # promise the whole body, send part of it, hang up (once)
             body, server.drop_after = body[: server.drop_after], None
             self.close_connection = True
-        self.wfile.write(body)
         server.log.append((self.path, wanted, status, len(body)))
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
