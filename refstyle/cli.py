@@ -82,8 +82,9 @@ def _add_synthesis_options(p):
     p.add_argument("-o", "--output", required=True, metavar="OUT.png")
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--iters", type=_positive_int, default=500, help="iterations per scale (default 500)")
-    p.add_argument("--optimizer", choices=("lbfgs", "gd", "adam"), default="lbfgs",
-                   help="L-BFGS-B (the paper's), gradient descent, or Adam (default lbfgs)")
+    p.add_argument("--optimizer", choices=("lbfgs", "lbfgs-xp", "gd", "adam"), default="lbfgs",
+                   help="SciPy's L-BFGS-B (the paper's), refstyle's own L-BFGS on the array module (stays on the GPU; "
+                   "no pixel bounds), gradient descent, or Adam (default lbfgs)")
     p.add_argument("--lr", type=float, help="step size of gd and adam")
     p.add_argument("--maxcor", type=_positive_int, help="L-BFGS history size (default 20)")
     p.add_argument("--no-bounds", action="store_true", help="L-BFGS without pixel bounds")
@@ -187,14 +188,16 @@ def _settings(args, alpha, beta, content_layers, style_layers, layer_weights, co
     from .synthesis import Settings
 
     options = {}
-    if args.optimizer == "lbfgs":
+    if args.optimizer in ("lbfgs", "lbfgs-xp"):
         if args.lr is not None:
             raise RefstyleError("--lr is the step size of gd and adam; L-BFGS finds its own steps (drop --lr)")
+        if args.optimizer == "lbfgs-xp" and args.no_bounds:
+            raise RefstyleError("lbfgs-xp has no pixel bounds (drop --no-bounds); SciPy's lbfgs has them")
         options["maxcor"] = 20 if args.maxcor is None else args.maxcor
     else:
         if args.maxcor is not None or args.no_bounds:
             flag = "--maxcor" if args.maxcor is not None else "--no-bounds"
-            raise RefstyleError(f"{flag} is an option of L-BFGS, not of {args.optimizer} (drop it)")
+            raise RefstyleError(f"{flag} is an option of lbfgs, not of {args.optimizer} (drop it)")
         if args.lr is not None:
             if not args.lr > 0:
                 raise RefstyleError(f"--lr must be positive, not {args.lr}")

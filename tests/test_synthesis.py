@@ -120,12 +120,16 @@ def test_options_reach_the_run(small, tmp_path, capsys):
     assert snapshots == ["o.00002.png", "o.00004.png", "o.00006.png", "o.00008.png", "o.00010.png"]
 
 
-@pytest.mark.parametrize("optimizer", ["gd", "adam"])
-def test_other_optimizers_run_from_the_command_line(small, tmp_path, capsys, optimizer):
+@pytest.mark.parametrize("optimizer, extra", [("gd", ["--lr", "1e-3"]), ("adam", ["--lr", "1"]),
+                                              ("lbfgs-xp", ["--maxcor", "7"])])
+def test_other_optimizers_run_from_the_command_line(small, tmp_path, capsys, optimizer, extra):
     out = tmp_path / "o.png"
-    status, stdout, err = transfer(capsys, small, out, "--optimizer", optimizer, "--lr", "1e-3" if optimizer == "gd" else "1")
+    status, stdout, err = transfer(capsys, small, out, "--optimizer", optimizer, *extra)
     assert status == 0, err
-    assert png_meta(out)["settings"]["optimizer"] == optimizer
+    settings = png_meta(out)["settings"]
+    assert settings["optimizer"] == optimizer
+    if optimizer == "lbfgs-xp":
+        assert settings["optimizer_options"] == {"maxcor": 7}
 
 
 def test_reconstructions_from_the_command_line(small, tmp_path, capsys):
@@ -156,8 +160,10 @@ ERRORS = [
     (["--init", "nothere.png"], "nothere.png: no such image file"),
     (["--style-scale", "-1"], "--style-scale must be positive"),
     (["--lr", "0.1"], "--lr is the step size of gd and adam"),
-    (["--optimizer", "adam", "--maxcor", "5"], "--maxcor is an option of L-BFGS, not of adam"),
-    (["--optimizer", "gd", "--no-bounds"], "--no-bounds is an option of L-BFGS"),
+    (["--optimizer", "adam", "--maxcor", "5"], "--maxcor is an option of lbfgs, not of adam"),
+    (["--optimizer", "gd", "--no-bounds"], "--no-bounds is an option of lbfgs"),
+    (["--optimizer", "lbfgs-xp", "--no-bounds"], "lbfgs-xp has no pixel bounds"),
+    (["--optimizer", "lbfgs-xp", "--lr", "1"], "--lr is the step size of gd and adam"),
     (["--optimizer", "gd", "--lr", "-1"], "--lr must be positive"),
     (["--size", 40, "--scales", 4], "too small for conv5_1.*coarsest of --scales 4; use fewer --scales"),
     (["--save-every", "-2"], "--save-every must be 0"),
