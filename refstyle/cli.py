@@ -87,7 +87,7 @@ def _add_synthesis_options(p):
                    "no pixel bounds), gradient descent, or Adam (default lbfgs)")
     p.add_argument("--lr", type=float, help="step size of gd and adam")
     p.add_argument("--maxcor", type=_positive_int, help="L-BFGS history size (default 20)")
-    p.add_argument("--no-bounds", action="store_true", help="L-BFGS without pixel bounds")
+    p.add_argument("--no-bounds", action="store_true", help="lbfgs without pixel bounds (lbfgs-xp has none)")
     p.add_argument("--init", default="noise", metavar="noise|content|style|FILE",
                    help="the start image (default: white noise, the paper's)")
     p.add_argument("--tv-weight", type=float, default=0.0, help="total-variation weight (default 0: not in the paper)")
@@ -191,8 +191,6 @@ def _settings(args, alpha, beta, content_layers, style_layers, layer_weights, co
     if args.optimizer in ("lbfgs", "lbfgs-xp"):
         if args.lr is not None:
             raise RefstyleError("--lr is the step size of gd and adam; L-BFGS finds its own steps (drop --lr)")
-        if args.optimizer == "lbfgs-xp" and args.no_bounds:
-            raise RefstyleError("lbfgs-xp has no pixel bounds (drop --no-bounds); SciPy's lbfgs has them")
         options["maxcor"] = 20 if args.maxcor is None else args.maxcor
     else:
         if args.maxcor is not None or args.no_bounds:
@@ -207,7 +205,7 @@ def _settings(args, alpha, beta, content_layers, style_layers, layer_weights, co
         alpha=alpha, beta=beta, convention=convention.name, style_blend=args.style_blend, tv_weight=args.tv_weight,
         size=args.size, style_scale=args.style_scale, iters=args.iters, optimizer=args.optimizer,
         optimizer_options=options, init=args.init, seed=args.seed, scales=args.scales,
-        preserve_color=args.preserve_color, bounds=not args.no_bounds,
+        preserve_color=args.preserve_color, bounds=args.optimizer == "lbfgs" and not args.no_bounds,
     )
 
 
@@ -456,7 +454,9 @@ def _weights_normalize(args):
     print(f"wrote {args.output}: {weights.meta['arch']} normalised over {len(paths)} images at {args.size} px "
           f"({args.pooling} pooling)")
     for name, m in result.scales.items():
-        print(f"  {name:<8} mean response {m.min():.4g} .. {m.max():.4g}"
+        alive = np.delete(m, result.dead.get(name, []))
+        span = f"mean response {alive.min():.4g} .. {alive.max():.4g}" if alive.size else "no filter responds"
+        print(f"  {name:<8} {span}"
               + (f"; {len(result.dead[name])} filters never respond, left alone: {result.dead[name]}" if name in result.dead else ""))
     if dead:
         print(f"{dead} filters never responded on these images and were left unscaled")
@@ -466,7 +466,11 @@ def _weights_fetch(args):
     from .sources import fetch, find_source
 
     source = find_source(args.name)
-    path = fetch(source, force=args.force, verify=not args.no_verify)
+    try:
+        path = fetch(source, force=args.force, verify=not args.no_verify)
+    except OSError as e:  # the cache cannot be written (full, read-only, a file in the way)
+        raise RefstyleError(f"cannot write {source.name} into the cache ({e}): set $REFSTYLE_CACHE to a folder "
+                            "you can write") from None
     print(f"{source.name}: {path} ({os.path.getsize(path):,} bytes, {source.arch}, {source.licence})")
     print(f"use it with --weights {source.name}")
 

@@ -67,9 +67,12 @@ def normalize(weights, means):
     keep scale 1. Pure: returns a :class:`Normalized`; the inputs are not changed.
     Computed in float64 and stored in the weights' dtype.
     """
+    from .network import conv_layers
+    from .weights import infer_arch
+
     layers, scales, dead = {}, {}, {}
     previous = np.ones(3)
-    for name in weights:
+    for name in [n for n in conv_layers(infer_arch(weights)) if n in weights]:  # network order, whatever the dict's
         W, b = weights[name]
         if name not in means:
             raise RefstyleError(f"no mean response for {name}: measure the means on the same network")

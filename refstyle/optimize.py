@@ -82,7 +82,8 @@ class _Tracker:
     def step(self, loss, x, callback):
         self.iteration += 1
         self.history.append(float(loss))
-        if callback is not None:
+        if callback is not None:  # a copy: the optimiser goes on to change its x in place
+            x = array_module(x).array(x, copy=True)
             callback(Step(self.iteration, self.evaluations, float(loss), x, time.perf_counter() - self.start))
 
     def result(self, interrupted, message):

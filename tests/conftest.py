@@ -84,3 +84,10 @@ def numeric_gradient(f, x, h=1e-6, coords=None):
         flat[i] = old
         grad[i] = (fp - fm) / (2 * h)
     return grad.reshape(x.shape)
+
+
+@pytest.fixture(autouse=True)
+def isolated_weights_environment(monkeypatch, tmp_path_factory):
+    """No test reads the developer's own weight records or writes into their cache."""
+    monkeypatch.delenv("REFSTYLE_SOURCES", raising=False)
+    monkeypatch.setenv("REFSTYLE_CACHE", str(tmp_path_factory.mktemp("refstyle-cache")))

