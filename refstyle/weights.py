@@ -23,7 +23,7 @@ NPZ_FORMAT = "refstyle-weights"
 # What else a converted .npz records about its weights when known: the format they were read
 # from, the convolutions left out, how another input convention was folded into conv1_1, the
 # normalisation.
-RECORDED = ("original_format", "naming", "skipped", "input_conversion", "normalized")
+RECORDED = ("original_format", "naming", "checkpoint", "skipped", "input_conversion", "normalized")
 NPZ_VERSION = 1
 
 # What the network expects of its input; recorded with converted weights (SPEC §1).
@@ -191,6 +191,9 @@ def _read(path, head):
         meta = dict(source, format=kind, input=info["input"], naming=info["naming"])
         if "arch" in info:
             meta["arch"] = info["arch"]
+        checkpoint = {k: info[k] for k in ("layout", "prefix", "wrapper", "batchnorm") if info.get(k)}
+        if checkpoint:
+            meta["checkpoint"] = checkpoint  # how the state dict was laid out (recorded in a converted .npz)
         return _keep_vgg(layers, meta)
     if head.startswith(b"PK"):
         return _load_npz(path)
@@ -349,7 +352,7 @@ def describe(path):
                    "pth-zip": "PyTorch state dict (zip)", "pth-legacy": "PyTorch state dict (legacy, before 1.6)"}
         lines.append(f"format: {formats[weights.meta['format']]}")
         lines.append(f"input:  {weights.meta.get('input', CAFFE_INPUT)}")
-        for key in ("naming", "original_format", "skipped", "input_conversion", "normalized"):
+        for key in ("naming", "checkpoint", "original_format", "skipped", "input_conversion", "normalized"):
             if key in weights.meta:
                 value = weights.meta[key]
                 if key == "input_conversion":
