@@ -9,13 +9,16 @@ import io
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import tarfile
+import tracemalloc
 import zipfile
 from collections import OrderedDict
 
 import numpy as np
 import pytest
-from conftest import require_torch
+from conftest import ROOT, require_torch
 
 import refstyle
 from refstyle.errors import WeightsError
@@ -27,7 +30,8 @@ from refstyle.formats.names import (
     name_keys,
     to_caffe_input,
 )
-from refstyle.formats.pth import MAGIC_NUMBER, fold_batchnorm, pth_format, read_pth
+from refstyle.formats import pth
+from refstyle.formats.pth import MAGIC_NUMBER, MAX_NESTING, fold_batchnorm, pth_format, read_pth
 from refstyle.layers import conv_forward
 from refstyle.weights import CAFFE_INPUT
 
@@ -144,8 +148,8 @@ def hand_state(arrays):
     return sd, storages
 
 
-def write_zip(path, pkl, storages, byteorder=b"little", root="archive"):
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+def write_zip(path, pkl, storages, byteorder=b"little", root="archive", compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as z:
         z.writestr(f"{root}/data.pkl", pkl)
         if byteorder is not None:
             z.writestr(f"{root}/byteorder", byteorder)
@@ -282,9 +286,14 @@ def test_parameters_and_vgg16_bn_folded(tmp_path):
     torch.save({"features": features.state_dict()}, path)  # not a wrapper key: refused below
     with pytest.raises(WeightsError, match="a dict without tensors"):
         read_pth(path)
+    torch.save(features.state_dict(), path)  # features alone: bare indices 0.weight, 1.running_mean, ...
+    bare, info = read_pth(path)
+    assert (info["naming"], info["layout"], info["arch"], info["prefix"]) == ("torchvision", "vgg16_bn", "vgg16", "")
     torch.save(OrderedDict((f"features.{k}", v) for k, v in features.state_dict().items()), path)
     layers, info = read_pth(path)
     assert (info["layout"], info["arch"]) == ("vgg16_bn", "vgg16") and "folded" in info["batchnorm"]
+    for name in layers:
+        np.testing.assert_array_equal(bare[name][0], layers[name][0])
     assert "features.1.num_batches_tracked" in info["ignored"]
     x = rng.standard_normal((1, 3, 6, 7)).astype(np.float32)
     with torch.no_grad():
@@ -422,7 +431,8 @@ def test_hostile_pickles_are_refused_unrun(tmp_path, function, legacy):
     sd["conv1_2.bias"] = payload  # hidden among real tensors
     path = tmp_path / "hostile.pth"
     (write_legacy if legacy else write_zip)(path, hand_pickle(sd, legacy=legacy), storages)
-    asked = "posix.system" if function == "os.system" else "__builtin__.exec"  # protocol 2 writes Python 2's name
+    # os.system is posix.system or nt.system; protocol 2 writes Python 2's name for builtins
+    asked = f"{os.system.__module__}.system" if function == "os.system" else "__builtin__.exec"
     with pytest.raises(WeightsError, match=rf"refusing to load: the pickle asks for {asked}, which a weights file"):
         read_pth(path)
     assert not marker.exists()
@@ -456,13 +466,222 @@ def test_hostile_tensor_arguments(tmp_path):
     one = storage_of(np.ones(1, np.float32), "0")
     sd = OrderedDict([("conv1_1.weight", Tensor(one, 0, (2**10, 2**10, 2**10, 1), (0, 0, 0, 0)))])
     write_zip(tmp_path / "huge.pth", hand_pickle(sd), [one])
-    with pytest.raises(WeightsError, match="from a storage of 1 elements"):
+    with pytest.raises(WeightsError, match=r"has shape \(1024, 1024, 1024, 1\), not that of 3×3 filters"):
         read_pth(tmp_path / "huge.pth")
     # BUILD on an admitted global (setting attributes of refstyle's functions) is refused.
     build = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}X\x08\x00\x00\x00__call__K\x01sb."
     write_zip(tmp_path / "build.pth", build, [])
     with pytest.raises(WeightsError, match="sets attributes"):
         read_pth(tmp_path / "build.pth")
+
+
+def refused(path):
+    """read_pth(path) must refuse the file: ``(message, peak MiB that Python and NumPy allocated meanwhile)``."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightsError) as refusal:
+            read_pth(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return str(refusal.value), peak / 2**20
+
+
+def test_amplified_tensors_are_refused_before_they_are_built(tmp_path):
+    """Small files whose tensors would swell to gigabytes are refused with their shapes, unbuilt."""
+    one = storage_of(np.ones(1, np.float32), "0")
+    zero_stride = (0, 0, 0, 0)
+    # amplify4.pth: four 4,971,026-filter weights, each element the storage's only one (stride 0): 2 GB.
+    huge = Tensor(one, 0, (4971026, 3, 3, 3), zero_stride)
+    sd = OrderedDict((f"conv{n}.weight", huge) for n in ("1_1", "1_2", "2_1"))
+    write_zip(tmp_path / "amplify.pth", hand_pickle(sd), [one])
+    message, peak = refused(tmp_path / "amplify.pth")
+    assert "conv1_1.weight (conv1_1) has shape (4971026, 3, 3, 3), not that of 3×3 filters" in message
+    assert peak < 50
+    # A shape within the limits (4096 filters of 4096 channels, 600 MB) but more elements than its storage.
+    sd = OrderedDict([("conv1_1.weight", Tensor(one, 0, (4096, 4096, 3, 3), zero_stride))])
+    write_zip(tmp_path / "repeated.pth", hand_pickle(sd), [one])
+    message, peak = refused(tmp_path / "repeated.pth")
+    assert "conv1_1.weight (conv1_1) has 150994944 elements from a storage of 1: it repeats elements" in message
+    assert peak < 50
+    # Every filter the same 64×64×3×3 elements of one storage: each within it, together 16× the file.
+    W = np.ones((64, 64, 3, 3), np.float32)
+    s = storage_of(W, "0")
+    sd = OrderedDict((f"conv{b}_{k}.weight", Tensor(s, 0, W.shape, [576, 9, 3, 1])) for b in (1, 2) for k in (1, 2))
+    write_zip(tmp_path / "overlap.pth", hand_pickle(sd), [s])
+    message, _ = refused(tmp_path / "overlap.pth")
+    assert "its tensors hold more elements than their storages" in message and "overlap" in message
+    # Biases and BatchNorm vectors are checked against the filters before anything is read.
+    big = storage_of(np.ones(2**20, np.float32), "1")
+    for key in ("conv1_1.bias", "features.1.running_var"):
+        filters = Tensor(s, 0, W.shape, [576, 9, 3, 1])
+        w = OrderedDict([("features.0.weight" if key[0] == "f" else "conv1_1.weight", filters)])
+        if key[0] == "f":
+            w.update((f"features.1.{p}", Tensor(s, 0, (64,), (1,))) for p in ("weight", "bias", "running_mean"))
+        w[key] = Tensor(big, 0, (2**20,), (1,))
+        write_zip(tmp_path / "vector.pth", hand_pickle(w), [s, big])
+        message, _ = refused(tmp_path / "vector.pth")
+        assert f"{key} " in message and "has shape (1048576,), its filters (64, 64, 3, 3)" in message
+
+    # Behind those checks, the reader's own: no tensor built has more elements than its
+    # storage, and the storages read add up to at most the file's size (honest zip records
+    # do not overlap).
+    arrays = pth._Arrays(lambda key, nbytes: bytes(nbytes), "little", 1000)
+    with pytest.raises(pth._Damaged, match="from a storage of 1 elements: more elements than its storage holds"):
+        arrays.tensor(pth._Tensor(pth._Storage("1", "f4", 1, None), 0, (2, 2), (0, 0), False))
+    arrays.tensor(pth._Tensor(pth._Storage("a", "f4", 200, None), 0, (200,), (1,), False))
+    with pytest.raises(pth._Damaged, match="storages add up to more than the file's 1000 bytes"):
+        arrays.tensor(pth._Tensor(pth._Storage("b", "f4", 200, None), 0, (200,), (1,), False))
+
+
+def test_compressed_records_are_refused_unread(tmp_path):
+    """torch.save stores its records; a deflated one is refused, as is one claiming more than the file."""
+    numel = 2**25  # 128 MiB of float32 zeros, deflated to 130 KB: a zip bomb
+    bomb = Storage("0", "FloatStorage", None, numel=numel)
+    sd = OrderedDict([("conv1_1.weight", Tensor(bomb, 0, (64, 3, 3, 3), (27, 9, 3, 1)))])
+    path = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", hand_pickle(sd))
+        z.writestr("archive/byteorder", b"little")
+        info = zipfile.ZipInfo("archive/data/0")
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with z.open(info, "w") as member:
+            for _ in range(numel * 4 // 2**20):
+                member.write(bytes(2**20))
+    assert path.stat().st_size < 2**20
+    message, peak = refused(path)  # its 128 MiB, more than the file holds, are not even looked at
+    assert f"its storages add up to more than the file's {path.stat().st_size} bytes" in message
+    assert peak < 50
+
+    sd, storages = hand_state(checkpoint_keys(small("vgg16"), "caffe"))
+    with zipfile.ZipFile(tmp_path / "deflated-storage.pth", "w") as z:  # random filters: fits in the file
+        z.writestr("archive/data.pkl", hand_pickle(sd))
+        for s in storages:
+            z.writestr(f"archive/data/{s.key}", s.data, compress_type=zipfile.ZIP_DEFLATED)
+    message, _ = refused(tmp_path / "deflated-storage.pth")
+    assert "record archive/data/0 is compressed (zip method 8), which torch.save never does" in message
+    write_zip(tmp_path / "deflated.pth", hand_pickle(sd), storages, byteorder=None, compression=zipfile.ZIP_DEFLATED)
+    with pytest.raises(WeightsError, match="record archive/data.pkl is compressed"):
+        read_pth(tmp_path / "deflated.pth")
+
+    # A stored record whose directory entry claims the 4096 bytes its storage has, of which
+    # the file holds 108 (reading on would run into the central directory).
+    pad = Storage("pad", "FloatStorage", bytes(4096))  # no tensor's: makes the file bigger than 4096 bytes
+    short = Storage("0", "FloatStorage", bytes(108), numel=1024)
+    sd = OrderedDict([("conv1_1.weight", Tensor(short, 0, (1, 3, 3, 3), (27, 9, 3, 1)))])
+    write_zip(tmp_path / "claims.pth", hand_pickle(sd), [pad, short])
+    data = bytearray((tmp_path / "claims.pth").read_bytes())
+    entry = data.index(b"archive/data/0", data.index(b"PK\x01\x02")) - 46  # its central directory header
+    struct.pack_into("<II", data, entry + 20, 4096, 4096)  # compressed and uncompressed sizes
+    (tmp_path / "claims.pth").write_bytes(bytes(data))
+    claims = f"record archive/data/0 claims 4096 bytes, more than the file's {len(data)} bytes hold"
+    with pytest.raises(WeightsError, match=claims):
+        read_pth(tmp_path / "claims.pth")
+
+
+def test_wrappers_that_hold_themselves_or_nest_deep(tmp_path):
+    selfref = {}
+    selfref["state_dict"] = selfref
+    write_zip(tmp_path / "selfref.pth", hand_pickle(selfref), [])
+    with pytest.raises(WeightsError, match="the dict under state_dict is one that holds it, not a state dict"):
+        read_pth(tmp_path / "selfref.pth")
+    cycle = {"model": {"state_dict": None}}
+    cycle["model"]["state_dict"] = cycle
+    write_zip(tmp_path / "cycle.pth", hand_pickle(cycle), [])
+    with pytest.raises(WeightsError, match="the dict under model/state_dict is one that holds it"):
+        read_pth(tmp_path / "cycle.pth")
+
+    w = small("vgg16", seed=14)
+    sd, storages = hand_state(checkpoint_keys(w, "caffe"))
+    wrapped = sd
+    for key in ("state_dict", "model", "net", "weights"):
+        wrapped = {key: wrapped, "epoch": 1}
+    write_zip(tmp_path / "four.pth", hand_pickle(wrapped), storages)
+    layers, info = read_pth(tmp_path / "four.pth")
+    assert_layers_equal(layers, w)
+    assert info["wrapper"] == "weights/net/model/state_dict"
+    write_zip(tmp_path / "five.pth", hand_pickle({"params": wrapped}), storages)
+    with pytest.raises(WeightsError, match="no tensors within 4 wrappers \\(params/weights/net/model\\)"):
+        read_pth(tmp_path / "five.pth")
+
+
+def test_deeply_nested_pickles_are_refused_not_crashed(tmp_path, monkeypatch):
+    deep = b"\x80\x02)" + b"\x85" * 200_000  # a tuple in a tuple in ... 200,000 deep
+    # As a persistent id (deeppid.pth): its repr in the message overflowed the recursion limit.
+    write_zip(tmp_path / "deeppid.pth", deep + b"Q.", [])
+    with pytest.raises(WeightsError, match=f"objects nested more than {MAX_NESTING} deep"):
+        read_pth(tmp_path / "deeppid.pth")
+    write_legacy(tmp_path / "deeppid-legacy.pth", deep + b"Q.", [])
+    with pytest.raises(WeightsError, match=f"objects nested more than {MAX_NESTING} deep"):
+        read_pth(tmp_path / "deeppid-legacy.pth")
+    # As a dict key: CPython hashes a tuple by a recursion with no limit, and dies (SIGSEGV);
+    # run in a process of its own so that a regression fails this test, not the test run.
+    write_zip(tmp_path / "deepkey.pth", b"\x80\x02}" + deep + b"K\x01s.", [])
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from refstyle.formats.pth import read_pth; read_pth(sys.argv[1])",
+         str(tmp_path / "deepkey.pth")],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])),
+    )  # fmt: skip
+    assert run.returncode == 1 and f"objects nested more than {MAX_NESTING} deep" in run.stderr, run.stderr[-2000:]
+
+    # Nested less deep, a persistent id is named in the message, shortened.
+    write_zip(tmp_path / "pid.pth", b"\x80\x02)" + b"\x85" * 60 + b"Q.", [])
+    with pytest.raises(WeightsError, match=r"an unknown persistent id \(\(\(") as refusal:
+        read_pth(tmp_path / "pid.pth")
+    assert len(str(refusal.value)) < 400
+    nested = ()
+    for _ in range(100_000):
+        nested = (nested,)
+    assert len(pth._short(nested)) < 80 and len(pth._short(10**10000)) < 80
+    # Anything that still recurses too deep, or runs out of memory, is a refusal, not a traceback.
+    hand_file(tmp_path / "good.pth", checkpoint_keys(small("vgg16"), "caffe"))
+    for error in (RecursionError, MemoryError):
+
+        def fail(*args, error=error):
+            raise error("too much")
+
+        monkeypatch.setattr(pth, "_layers", fail)
+        with pytest.raises(WeightsError, match=f"damaged or unreadable .*{error.__name__}: too much"):
+            read_pth(tmp_path / "good.pth")
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19"])
+def test_features_alone_with_bare_indices(tmp_path, arch):
+    """torch.save(vgg.features.state_dict()) names its keys 0.weight, 2.weight, ...: torchvision's, bare."""
+    w = small(arch, seed=15)
+    bare = OrderedDict((key.removeprefix("features."), a) for key, a in checkpoint_keys(w, "torchvision").items()
+                       if key.startswith("features."))  # fmt: skip
+    assert list(bare)[:4] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    layers, info = read_pth(hand_file(tmp_path / "features.pth", bare))
+    assert_layers_equal(layers, w)
+    assert (info["naming"], info["layout"], info["arch"], info["prefix"]) == ("torchvision", arch, arch, "")
+    assert info["input"] == TORCHVISION_INPUT and info["ignored"] == []
+    dp = OrderedDict((f"module.{key}", a) for key, a in bare.items())  # DataParallel(vgg.features)
+    layers, info = read_pth(hand_file(tmp_path / "dp.pth", dp, legacy=True))
+    assert_layers_equal(layers, w)
+    assert (info["arch"], info["prefix"]) == (arch, "module.")
+
+
+def test_features_alone_with_torch(tmp_path):
+    """The Sequential torchvision's vgg19().features is, saved alone by torch."""
+    torch = require_torch()
+    w = small("vgg19", seed=16)
+    modules = []
+    for name in refstyle.network.ARCHS["vgg19"]:
+        if name.startswith("conv"):
+            W, b = w[name]
+            conv = torch.nn.Conv2d(W.shape[1], W.shape[0], 3, padding=1)
+            conv.weight.data, conv.bias.data = torch.from_numpy(W), torch.from_numpy(b)
+            modules += [conv, torch.nn.ReLU(inplace=True)]
+        else:
+            modules.append(torch.nn.MaxPool2d(2, 2))
+    features = torch.nn.Sequential(*modules)
+    assert [k for k in features.state_dict()][:4] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    torch.save(features.state_dict(), tmp_path / "features.pth")
+    layers, info = read_pth(tmp_path / "features.pth")
+    assert_layers_equal(layers, w)
+    assert (info["naming"], info["layout"], info["arch"]) == ("torchvision", "vgg19", "vgg19")
 
 
 def test_damaged_and_foreign_files(tmp_path):
@@ -552,6 +771,19 @@ def test_name_keys_finds_the_arch_or_says_why_not():
         name_keys(keys(VGG16_CONVS, "a.") + keys(VGG16_CONVS, "b."))
     with pytest.raises(WeightsError, match="more than one conv stack"):
         name_keys([*keys([0]), "conv1_2.weight"])
+
+    def bare(indices, prefix=""):
+        return [key.replace("features.", "") for key in keys(indices, prefix)]
+
+    assert name_keys(bare(VGG16_CONVS)).arch == "vgg16" and name_keys(bare(VGG19_CONVS, "module.")).arch == "vgg19"
+    assert name_keys(bare(VGG16_CONVS)).scheme == "torchvision"
+    assert caffe_name("16.weight", "vgg19") == ("conv3_4", "W") and caffe_name("module.4.running_var", "vgg16_bn")
+    with pytest.raises(WeightsError, match="more than one conv stack \\(N, features.N\\)"):
+        name_keys(keys(VGG16_CONVS) + bare(VGG16_CONVS))
+    with pytest.raises(WeightsError, match="the modules N at N = 0, 3, 6, 8, 10 fit no torchvision VGG layout"):
+        name_keys(bare([0, 3, 6, 8, 10]))
+    with pytest.raises(WeightsError, match="no VGG convolutions found"):  # another Sequential's indices
+        name_keys(["classifier.0.weight", "encoder.2.bias", "net.module.0.weight"])
     assert INPUTS == {"torchvision": TORCHVISION_INPUT, "caffe": CAFFE_INPUT, "keras": CAFFE_INPUT}
 
 
@@ -640,5 +872,7 @@ def test_a_torchvision_checkpoint_through_load_weights_matches_torch(tmp_path, c
     assert "input convention: conv1_1 folded from the input" in capsys.readouterr().out
     again = refstyle.load_weights(out)
     assert again.meta["input_conversion"]["from"] == TORCHVISION_INPUT and again.meta["original_format"] == "pth-zip"
+    assert again.meta["naming"] == "torchvision" and again.meta["checkpoint"]["layout"] == "vgg19"
+    assert again.meta["naming"] == "torchvision" and again.meta["checkpoint"]["layout"] == "vgg19"
     np.testing.assert_array_equal(again["conv1_1"][0], loaded["conv1_1"][0].astype(np.float32))
     np.testing.assert_array_equal(again["conv1_1"][1], loaded["conv1_1"][1].astype(np.float32))

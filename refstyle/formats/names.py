@@ -5,8 +5,11 @@ network was trained or converted with (``[prefix.]`` is any prefix ending in a d
 such as DataParallel's ``module.``):
 
 - ``torchvision``: ``[prefix.]features.N.weight`` and ``.bias``, ``N`` the module's
-  index in ``features``. Input ``TORCHVISION_INPUT``: RGB in 0..1, minus
-  (0.485, 0.456, 0.406), divided by (0.229, 0.224, 0.225).
+  index in ``features``; or ``features`` saved alone (``vgg.features.state_dict()``,
+  the common form in style-transfer code), whose keys are the bare ``N.weight`` and
+  ``N.bias`` (with no prefix, or DataParallel's ``module.``). Input
+  ``TORCHVISION_INPUT``: RGB in 0..1, minus (0.485, 0.456, 0.406), divided by
+  (0.229, 0.224, 0.225).
 - ``caffe``: ``[prefix.]conv1_1.weight`` and ``.bias`` (the Gatys tutorial's
   ``vgg_conv.pth``, converted from the caffemodel). Input ``CAFFE_INPUT``: BGR in
   0..255 minus the mean pixel (103.939, 116.779, 123.68).
@@ -47,11 +50,15 @@ INPUTS = {"torchvision": TORCHVISION_INPUT, "caffe": CAFFE_INPUT, "keras": CAFFE
 
 # Key → (prefix, conv name or torchvision index, parameter) for each scheme.
 _TORCHVISION = re.compile(r"^(.*?)features\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
+# vgg.features.state_dict(): bare indices, under no prefix but DataParallel's (under any
+# other, such as classifier., they would be another Sequential's).
+_TORCHVISION_BARE = re.compile(r"^((?:module\.)?)(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$")
 _CAFFE = re.compile(r"^(.*?)conv([1-5])_([1-4])\.(weight|bias)$")
 _KERAS = re.compile(r"^(.*?)block([1-5])_conv([1-4])\.(weight|bias|kernel)$")
 _PREFIX = re.compile(r"(^|.*[./])$")  # a prefix ends where a name part ends
 
-_PATTERNS = {"torchvision": "features.N", "caffe": "convB_K", "keras": "blockB_convK"}  # for messages
+# The schemes _match tells apart ("torchvision-bare" is reported as "torchvision"), for messages.
+_PATTERNS = {"torchvision": "features.N", "torchvision-bare": "N", "caffe": "convB_K", "keras": "blockB_convK"}
 _CONV_ROLES = {"weight": "W", "kernel": "W", "bias": "b"}
 _BN_ROLES = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
 
@@ -82,11 +89,15 @@ TORCHVISION_LAYOUTS = {
 def _match(key):
     """``(scheme, prefix, layer, param)`` for a key of a known scheme, else None.
 
-    ``layer`` is the Caffe conv name, or for torchvision the index ``N`` (an int).
+    ``scheme`` is a key of ``_PATTERNS``; ``layer`` is the Caffe conv name, or for
+    torchvision the index ``N`` (an int).
     """
     m = _TORCHVISION.match(key)
     if m and _PREFIX.match(m.group(1)):
         return "torchvision", m.group(1), int(m.group(2)), m.group(3)
+    m = _TORCHVISION_BARE.match(key)
+    if m:
+        return "torchvision-bare", m.group(1), int(m.group(2)), m.group(3)
     m = _CAFFE.match(key)
     if m and _PREFIX.match(m.group(1)):
         return "caffe", m.group(1), f"conv{m.group(2)}_{m.group(3)}", m.group(4)
@@ -103,14 +114,14 @@ def caffe_name(key, layout=None):
     BatchNorm after a convolution (torchvision ``*_bn`` layouts) ``"gamma"``, ``"beta"``,
     ``"mean"`` or ``"var"``. None means the key is no part of the conv stack (a
     classifier layer, a ReLU's index, ``num_batches_tracked``, an unknown name).
-    torchvision keys ``features.N.*`` need ``layout``, a key of ``TORCHVISION_LAYOUTS``
-    (``name_keys`` finds it from all the keys of a file).
+    torchvision keys ``features.N.*`` and ``N.*`` need ``layout``, a key of
+    ``TORCHVISION_LAYOUTS`` (``name_keys`` finds it from all the keys of a file).
     """
     found = _match(key)
     if found is None:
         return None
     scheme, _, layer, param = found
-    if scheme != "torchvision":
+    if not scheme.startswith("torchvision"):
         return layer, _CONV_ROLES[param]
     if layout is None:
         raise ValueError(f"{key!r} is named by its position in torchvision's features: give its layout")
@@ -126,7 +137,7 @@ class Naming(NamedTuple):
     """How a checkpoint's keys were read (the result of :func:`name_keys`)."""
 
     names: dict  # {key: (caffe name, role)} for every key of the conv stack
-    scheme: str  # "torchvision", "caffe" or "keras"
+    scheme: str  # "torchvision" (features.N or bare N), "caffe" or "keras"
     layout: str  # a TORCHVISION_LAYOUTS key; for a stack short enough to fit several, the first
     arch: str  # "vgg16" or "vgg19", or None where the names fit both
     prefix: str  # what stands before the scheme's names ("", "module.", "vgg19.", ...)
@@ -159,7 +170,7 @@ def name_keys(keys):
         shown = ", ".join(keys[:6]) + (", ..." if len(keys) > 6 else "")
         raise WeightsError(
             f"no VGG convolutions found among the keys ({shown}); expected torchvision's "
-            "features.N.weight, conv1_1.weight or block1_conv1.weight names"
+            "features.N.weight (or N.weight, for features alone), conv1_1.weight or block1_conv1.weight names"
         )
     schemes = {(scheme, prefix) for scheme, prefix, _, _ in matched.values()}
     if len(schemes) > 1:
@@ -167,20 +178,20 @@ def name_keys(keys):
         raise WeightsError(f"the keys hold more than one conv stack ({described}); save the one VGG alone")
     ((scheme, prefix),) = schemes
     layout, arch = None, None
-    if scheme == "torchvision":
+    if scheme.startswith("torchvision"):
         indices = {layer for _, _, layer, param in matched.values() if param != "num_batches_tracked"}
         fits = _torchvision_layouts(indices)
         if not fits:
             raise WeightsError(
-                f"the modules {prefix}features.N at N = {', '.join(map(str, sorted(indices)))} fit no torchvision "
-                f"VGG layout ({', '.join(TORCHVISION_LAYOUTS)}); refstyle reads VGG16 and VGG19 only"
+                f"the modules {prefix}{_PATTERNS[scheme]} at N = {', '.join(map(str, sorted(indices)))} fit no "
+                f"torchvision VGG layout ({', '.join(TORCHVISION_LAYOUTS)}); refstyle reads VGG16 and VGG19 only"
             )
         layout = fits[0]
         archs = {TORCHVISION_LAYOUTS[f][0] for f in fits}
         arch = archs.pop() if len(archs) == 1 else None
     names = {key: named for key in matched if (named := caffe_name(key, layout)) is not None}
     ignored = [key for key in keys if key not in names]
-    return Naming(names, scheme, layout, arch, prefix, ignored)
+    return Naming(names, scheme.partition("-")[0], layout, arch, prefix, ignored)
 
 
 # ---------------------------------------------------------------------------

@@ -31,16 +31,35 @@ the ``torch.<T>Storage`` types); any other name stops the load with a
 convolutions' storages are read, so optimizer state or the classifier's 400 MB in a
 checkpoint cost nothing.
 
-The keys are named by :mod:`refstyle.formats.names` (torchvision's ``features.N``,
-``conv1_1`` or ``block1_conv1``, under any prefix such as DataParallel's ``module.``);
-checkpoints that wrap the state dict (``{"state_dict": ...}``, ``{"model": ...}``, ...)
-are unwrapped. torchvision's ``vgg16_bn``/``vgg19_bn`` are read with each BatchNorm
-folded into the convolution before it.
+The keys are named by :mod:`refstyle.formats.names` (torchvision's ``features.N``, or
+the bare ``N`` of ``vgg.features.state_dict()``, ``conv1_1`` or ``block1_conv1``, under
+any prefix such as DataParallel's ``module.``); checkpoints that wrap the state dict
+(``{"state_dict": ...}``, ``{"model": ...}``, ...) are unwrapped, at most
+``MAX_WRAPPING`` deep. torchvision's ``vgg16_bn``/``vgg19_bn`` are read with each
+BatchNorm folded into the convolution before it.
+
+A hostile file must not cost more memory than an honest one of its size, nor crash the
+reader. Before anything is read or built:
+
+- the pickle's opcodes are scanned, not run, and objects nested deeper than
+  ``MAX_NESTING`` are refused (hashing a tuple nested 100,000 deep overflows the C
+  stack of CPython and kills the process);
+- zip members must be stored uncompressed, as torch writes them (a deflated storage
+  can swell a thousandfold: a zip bomb), lie within the file and have the size their
+  storage's element count says;
+- each tensor is checked against the shape its key calls for (filters ``(out, in, 3,
+  3)`` with ``out``, ``in`` ≤ ``MAX_CHANNELS``, vectors of ``out`` elements) and may
+  not have more elements than its storage (no repeating one element by stride 0);
+- the storages read add up to at most the file's size, and the tensors built to at
+  most the storages' elements.
 """
 
+import io
 import math
 import os
 import pickle
+import pickletools
+import reprlib
 import struct
 import zipfile
 import zlib
@@ -58,11 +77,16 @@ PROTOCOL_VERSION = 1001
 # torch.nn.BatchNorm2d's default eps, which torchvision's vgg*_bn use; not stored in the file.
 BN_EPS = 1e-5
 
-# The most elements a tensor may have beyond those of its storage (repeated by stride 0).
-MAX_REPEATED = 2**27
+# The most filters or input channels a convolution read may have (VGG's most is 512).
+MAX_CHANNELS = 4096
 
-# Keys under which checkpoints commonly keep the state dict, tried in this order.
+# How deep a pickle may nest objects (a state dict nests 5 or 6 deep).
+MAX_NESTING = 100
+
+# Keys under which checkpoints commonly keep the state dict, tried in this order, and
+# how many such wrappers are undone at most.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "params", "weights")
+MAX_WRAPPING = 4
 
 # torch storage types -> NumPy dtype (without byte order). bfloat16, which NumPy
 # lacks, is read as its 16 bits and widened to float32 (it is float32's top half).
@@ -75,6 +99,30 @@ STORAGE_DTYPES = {
 
 class _Damaged(Exception):
     """Raised while reading; turned into a WeightsError naming the file."""
+
+
+class _ShortRepr(reprlib.Repr):
+    """``repr`` for messages about values from a hostile file: bounded in depth and length."""
+
+    def __init__(self):
+        super().__init__()
+        self.maxlevel, self.maxtuple, self.maxlist, self.maxdict = 3, 6, 6, 4
+        self.maxstring, self.maxlong, self.maxother = 60, 40, 60
+
+    def repr_instance(self, x, level):
+        if isinstance(x, _Admitted):
+            return x.name
+        if isinstance(x, (bytes, float, complex, bool, type(None))):
+            return super().repr_instance(x, level)
+        return f"<{type(x).__name__}>"  # never the repr of an object the pickle made
+
+
+def _short(value):
+    """A short repr of ``value`` for a message, whatever the file put in it."""
+    try:
+        return _ShortRepr().repr(value)
+    except Exception:  # a huge int (ValueError), anything else repr cannot do
+        return f"<{type(value).__name__}>"
 
 
 class _Refused(Exception):
@@ -114,7 +162,7 @@ class _Dict(dict):
 
 def _ints(value, what):
     if not isinstance(value, (tuple, list)) or not all(type(v) is int and v >= 0 for v in value):
-        raise _Damaged(f"a tensor's {what} {value!r} is not a list of non-negative integers")
+        raise _Damaged(f"a tensor's {what} {_short(value)} is not a list of non-negative integers")
     return tuple(value)
 
 
@@ -123,17 +171,22 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
     if not isinstance(storage, _Storage):
         raise _Damaged(f"a tensor built on {type(storage).__name__}, not on a storage")
     if type(offset) is not int or offset < 0:
-        raise _Damaged(f"a tensor at storage offset {offset!r}")
+        raise _Damaged(f"a tensor at storage offset {_short(offset)}")
     size, stride = _ints(size, "size"), _ints(stride, "stride")
     if len(size) != len(stride):
-        raise _Damaged(f"a tensor of size {size} with strides {stride}")
+        raise _Damaged(f"a tensor of size {_short(size)} with strides {_short(stride)}")
     extent = storage.view[1] if storage.view is not None else storage.numel
     if 0 not in size and offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True)) >= extent:
-        raise _Damaged(f"a tensor of size {size}, strides {stride}, offset {offset} reaches past its {extent} elements")
+        raise _Damaged(
+            f"a tensor of size {_short(size)}, strides {_short(stride)}, offset {offset} "
+            f"reaches past its {extent} elements"
+        )
+    if metadata is not None and not isinstance(metadata, dict):
+        raise _Damaged(f"a tensor with metadata {_short(metadata)}")
     metadata = dict(metadata or {})
     neg = bool(metadata.pop("neg", False))
     if any(metadata.values()):
-        raise _Damaged(f"a tensor with flags {metadata} (complex conjugation is not read)")
+        raise _Damaged(f"a tensor with flags {_short(metadata)} (complex conjugation is not read)")
     return _Tensor(storage, offset, size, stride, neg)
 
 
@@ -203,26 +256,88 @@ class _Unpickler(pickle.Unpickler):
     def persistent_load(self, pid):
         fields = 6 if self.legacy else 5
         if not isinstance(pid, tuple) or len(pid) != fields or _text(pid[0]) != "storage":
-            raise _Damaged(f"an unknown persistent id {pid!r}")
+            raise _Damaged(f"an unknown persistent id {_short(pid)}")
         kind, key, numel = pid[1], _text(pid[2]), pid[4]
         if not isinstance(kind, _Admitted) or kind.call is not None or not isinstance(key, str):
-            raise _Damaged(f"a storage id {pid!r} that does not name a storage type and a key")
+            raise _Damaged(f"a storage id {_short(pid)} that does not name a storage type and a key")
         if type(numel) is not int or numel < 0:
-            raise _Damaged(f"storage {key} of {numel!r} elements")
+            raise _Damaged(f"storage {_short(key)} of {_short(numel)} elements")
         dtype = STORAGE_DTYPES[kind.name.rpartition(".")[2]]
         if self.storages.setdefault(key, (dtype, numel)) != (dtype, numel):
-            raise _Damaged(f"storage {key} named with two types or sizes")
+            raise _Damaged(f"storage {_short(key)} named with two types or sizes")
         view = None
         if self.legacy and pid[5] is not None:
+            if not isinstance(pid[5], tuple) or len(pid[5]) != 3:
+                raise _Damaged(f"a storage view {_short(pid[5])}, not (key, offset, size)")
             _view_key, offset, size = pid[5]
             if type(offset) is not int or type(size) is not int or offset < 0 or size < 0 or offset + size > numel:
-                raise _Damaged(f"a view of {size!r} elements at {offset!r} into storage {key} of {numel}")
+                raise _Damaged(
+                    f"a view of {_short(size)} elements at {_short(offset)} into storage {_short(key)} of {numel}"
+                )
             view = (offset, size)
         return _Storage(key, dtype, numel, view)
 
 
 def _text(value):
     return value.decode("ascii") if isinstance(value, bytes) else value
+
+
+_MARK = object()  # a MARK on the stack of _check_nesting
+_MEMO_PUT = {"PUT", "BINPUT", "LONG_BINPUT"}
+_MEMO_GET = {"GET", "BINGET", "LONG_BINGET"}
+_GROWERS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}  # [container, items] -> [container]
+
+
+def _check_nesting(file):
+    """Scan one pickle's opcodes without running them: refuse objects nested past ``MAX_NESTING``.
+
+    Each entry of a simulated stack is the depth of the object it stands for: 0 for a
+    constant, one more than the deepest of its parts for an object built from others
+    (a tuple, a call's result), and for a container that ``APPEND``, ``SETITEM`` or
+    ``BUILD`` fill, at least one more than what went in. Tuples, which cannot change
+    once built, get their depth exactly, and a tuple is what CPython hashes (as a dict
+    key) by a recursion that nothing stops short of the end of the C stack.
+    """
+    stack, memo = [], {}
+    for op, arg, pos in pickletools.genops(file):
+        if op.name in _MEMO_PUT or op.name == "MEMOIZE":
+            if not stack or stack[-1] is _MARK:
+                raise _Damaged(f"a pickle that memoizes nothing at byte {pos}")
+            memo[len(memo) if op.name == "MEMOIZE" else arg] = stack[-1]
+            continue
+        if op.name in _MEMO_GET:
+            stack.append(memo.get(arg, 0))  # a missing entry stops the unpickler itself
+            continue
+        popped, singles = [], len(op.stack_before)
+        if pickletools.markobject in op.stack_before:  # [... singles, mark, items]: pop to the mark
+            while stack and stack[-1] is not _MARK:
+                popped.append(stack.pop())
+            if not stack:
+                raise _Damaged(f"a pickle that pops to a missing mark at byte {pos}")
+            stack.pop()
+            singles = op.stack_before.index(pickletools.markobject)
+        for _ in range(singles):
+            if not stack or stack[-1] is _MARK:
+                raise _Damaged(f"a pickle that pops an empty stack at byte {pos}")
+            popped.append(stack.pop())
+        if op.name in _GROWERS:  # popped[-1] is the container
+            depth = max(popped[-1], 1 + max(popped[:-1], default=0))
+        elif op.name == "DUP":
+            depth = popped[0]
+        else:
+            depth = 1 + max(popped) if popped else 0
+        if depth > MAX_NESTING:
+            raise _Damaged(f"objects nested more than {MAX_NESTING} deep (at byte {pos} of a pickle)")
+        stack.extend(_MARK if item is pickletools.markobject else depth for item in op.stack_after)
+
+
+def _unpickle(f, legacy):
+    """The next pickle in ``f``, scanned by :func:`_check_nesting` then loaded: ``(object, unpickler)``."""
+    start = f.tell()
+    _check_nesting(f)
+    f.seek(start)
+    unpickler = _Unpickler(f, legacy)
+    return unpickler.load(), unpickler
 
 
 # ---------------------------------------------------------------------------
@@ -239,17 +354,28 @@ class _Arrays:
     """Turns :class:`_Tensor` references into NumPy arrays, reading each storage once.
 
     ``read(key, nbytes)`` returns a storage's bytes (checking that it has ``nbytes``).
+    The storages read may add up to at most ``size`` bytes (the file's size: honest
+    storages do not overlap), and the tensors built to at most their elements.
     """
 
-    def __init__(self, read, byteorder):
-        self.read, self.byteorder = read, byteorder
+    def __init__(self, read, byteorder, size):
+        self.read, self.byteorder, self.size = read, byteorder, size
         self.cache = {}
+        self.stored_bytes = self.stored_elements = self.built = 0
 
     def storage(self, ref):
         """The storage (or legacy view) as a 1-D array in the file's byte order."""
         if ref.key not in self.cache:
             dtype = _numpy_dtype(ref.dtype, self.byteorder)
-            self.cache[ref.key] = np.frombuffer(self.read(ref.key, ref.numel * dtype.itemsize), dtype=dtype)
+            nbytes = ref.numel * dtype.itemsize
+            if self.stored_bytes + nbytes > self.size:
+                raise _Damaged(
+                    f"its storages add up to more than the file's {self.size} bytes (storage {_short(ref.key)} "
+                    f"of {nbytes} bytes after {self.stored_bytes})"
+                )
+            self.cache[ref.key] = np.frombuffer(self.read(ref.key, nbytes), dtype=dtype)
+            self.stored_bytes += nbytes
+            self.stored_elements += ref.numel
         flat = self.cache[ref.key]
         if ref.view is not None:
             flat = flat[ref.view[0] : ref.view[0] + ref.view[1]]
@@ -259,12 +385,23 @@ class _Arrays:
         r"""The tensor's elements ``flat[offset + Σ_d i_d·stride_d]``, copied to a native array.
 
         bfloat16 becomes float32 (its 16 bits are float32's upper half). A tensor may
-        repeat its storage's elements (stride 0, as ``expand`` makes) but not swell past
-        ``MAX_REPEATED`` elements from a smaller storage.
+        not have more elements than its storage (a state dict's tensors never repeat
+        elements by stride 0, as ``expand`` does), and all the tensors built together
+        not more than the storages read.
         """
         flat = self.storage(t.storage)
-        if math.prod(t.size) > max(flat.size, MAX_REPEATED):
-            raise _Damaged(f"a tensor of size {t.size} from a storage of {flat.size} elements")
+        numel = math.prod(t.size)
+        if numel > flat.size:
+            raise _Damaged(
+                f"a tensor of size {_short(t.size)} from a storage of {flat.size} elements: "
+                "more elements than its storage holds"
+            )
+        if self.built + numel > self.stored_elements:
+            raise _Damaged(
+                f"its tensors hold more elements than their storages ({self.built + numel} from "
+                f"{self.stored_elements}): they overlap"
+            )
+        self.built += numel
         if 0 in t.size:
             a = np.zeros(t.size, flat.dtype)
         else:
@@ -295,53 +432,69 @@ def _zip_root(zf):
     return root
 
 
+def _member(zf, name, size, most=None):
+    """The bytes of the zip record ``name``, checked first to be stored as torch stores it.
+
+    torch.save writes every record uncompressed (``ZIP_STORED``); a compressed one could
+    swell a thousandfold (a zip bomb), so it is refused unread, as is one whose sizes
+    disagree or reach past the file's ``size`` bytes, or hold more than ``most``.
+    """
+    info = zf.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise _Damaged(f"record {name} is compressed (zip method {info.compress_type}), which torch.save never does")
+    if info.compress_size != info.file_size or info.header_offset + info.file_size > size:
+        raise _Damaged(f"record {name} claims {info.file_size} bytes, more than the file's {size} bytes hold")
+    if most is not None and info.file_size > most:
+        raise _Damaged(f"record {name} has {info.file_size} bytes, where it has at most {most}")
+    return zf.read(name)
+
+
 def _load_zip(f, size):
     """Unpickle a zip checkpoint: ``(object, _Arrays)``."""
     zf = zipfile.ZipFile(f)
     root = _zip_root(zf)
     names = set(zf.namelist())
-    byteorder = zf.read(f"{root}/byteorder").decode("ascii") if f"{root}/byteorder" in names else "little"
+    byteorder = "little"
+    if f"{root}/byteorder" in names:
+        byteorder = _member(zf, f"{root}/byteorder", size, most=16).decode("ascii")
     if byteorder not in ("little", "big"):
-        raise _Damaged(f"byte order {byteorder!r}")
-    with zf.open(f"{root}/data.pkl") as pkl:
-        unpickler = _Unpickler(pkl, legacy=False)
-        obj = unpickler.load()
+        raise _Damaged(f"byte order {_short(byteorder)}")
+    obj, _ = _unpickle(io.BytesIO(_member(zf, f"{root}/data.pkl", size)), legacy=False)
 
     def read(key, nbytes):
         name = f"{root}/data/{key}"
         if name not in names:
-            raise _Damaged(f"storage {key} is missing ({name})")
+            raise _Damaged(f"storage {_short(key)} is missing ({_short(name)})")
         if zf.getinfo(name).file_size != nbytes:
             raise _Damaged(f"storage {key} has {zf.getinfo(name).file_size} bytes, its tensors need {nbytes}")
-        return zf.read(name)
+        return _member(zf, name, size)
 
-    return obj, _Arrays(read, byteorder)
+    return obj, _Arrays(read, byteorder, size)
 
 
 def _load_legacy(f, size):
     """Unpickle a legacy checkpoint: ``(object, _Arrays)``; storages are found, not yet read."""
 
     def header():
-        return _Unpickler(f, legacy=True).load()
+        return _unpickle(f, legacy=True)[0]
 
     if header() != MAGIC_NUMBER:
         raise _Damaged("it does not start with PyTorch's magic number")
     version = header()
     if version != PROTOCOL_VERSION:
-        raise _Damaged(f"protocol version {version!r}, not {PROTOCOL_VERSION}")
+        raise _Damaged(f"protocol version {_short(version)}, not {PROTOCOL_VERSION}")
     sys_info = header()
     if not isinstance(sys_info, dict):
         raise _Damaged("no system information after the protocol version")
     byteorder = "little" if sys_info.get("little_endian", True) else "big"
-    unpickler = _Unpickler(f, legacy=True)
-    obj = unpickler.load()
+    obj, unpickler = _unpickle(f, legacy=True)
     keys = header()
     if not isinstance(keys, list):
         raise _Damaged("no list of storage keys after the main pickle")
     at, pos = {}, f.tell()
-    for key in keys:
-        if key not in unpickler.storages:
-            raise _Damaged(f"storage {key!r} is listed but no tensor names it")
+    for key in map(_text, keys):
+        if not isinstance(key, str) or key not in unpickler.storages:
+            raise _Damaged(f"storage {_short(key)} is listed but no tensor names it")
         dtype, numel = unpickler.storages[key]
         f.seek(pos)
         head = f.read(8)
@@ -361,7 +514,7 @@ def _load_legacy(f, size):
         f.seek(at[key])
         return f.read(nbytes)
 
-    return obj, _Arrays(read, byteorder)
+    return obj, _Arrays(read, byteorder, size)
 
 
 def pth_format(path):
@@ -388,17 +541,30 @@ def pth_format(path):
 # ---------------------------------------------------------------------------
 
 
-def _state_dict(obj, trail=()):
-    """The ``{key: tensor}`` dict in ``obj``, unwrapping ``WRAPPER_KEYS``: ``(dict, trail of keys)``."""
+def _state_dict(obj):
+    """The ``{key: tensor}`` dict in ``obj``, unwrapping ``WRAPPER_KEYS``: ``(dict, trail of keys)``.
+
+    At most ``MAX_WRAPPING`` wrappers are undone, and a wrapper holding itself (or one
+    around it) is refused.
+    """
     if not isinstance(obj, dict):
         raise WeightsError(f"it holds a {type(obj).__name__}, not a state dict (a dict of tensors)")
-    if any(isinstance(key, str) and isinstance(v, _Tensor) for key, v in obj.items()):
-        return obj, trail
-    for key in WRAPPER_KEYS:
-        if isinstance(obj.get(key), dict):
-            return _state_dict(obj[key], (*trail, key))
-    keys = ", ".join(map(repr, list(obj)[:8])) + (", ..." if len(obj) > 8 else "")
-    raise WeightsError(f"a dict without tensors (keys {keys}) and none of {', '.join(WRAPPER_KEYS)} inside")
+    trail, seen = (), {id(obj)}
+    while not any(isinstance(key, str) and isinstance(v, _Tensor) for key, v in obj.items()):
+        key = next((key for key in WRAPPER_KEYS if isinstance(obj.get(key), dict)), None)
+        if key is None:
+            keys = ", ".join(map(_short, list(obj)[:8])) + (", ..." if len(obj) > 8 else "")
+            where = f" (in {'/'.join(trail)})" if trail else ""
+            raise WeightsError(
+                f"a dict without tensors{where} (keys {keys}) and none of {', '.join(WRAPPER_KEYS)} inside"
+            )
+        obj, trail = obj[key], (*trail, key)
+        if id(obj) in seen:
+            raise WeightsError(f"the dict under {'/'.join(trail)} is one that holds it, not a state dict")
+        if len(trail) > MAX_WRAPPING:
+            raise WeightsError(f"no tensors within {MAX_WRAPPING} wrappers ({'/'.join(trail[:MAX_WRAPPING])})")
+        seen.add(id(obj))
+    return obj, trail
 
 
 def fold_batchnorm(W, b, gamma, beta, mean, var, eps=BN_EPS):
@@ -416,25 +582,58 @@ def fold_batchnorm(W, b, gamma, beta, mean, var, eps=BN_EPS):
     return W_new, b_new
 
 
-def _conv(name, roles, tensors):
-    """``(W, b)`` of one convolution, float32, from its keys by role (BatchNorm folded in)."""
+_FLOAT_DTYPES = ("f4", "f8", "f2", "bf16")
+_BN_ROLES = ("gamma", "beta", "mean", "var")
+
+
+def _check_conv(name, roles, state):
+    """Check one convolution's tensors by the shapes the pickle gives, before any is read.
+
+    Filters ``(out, in, 3, 3)`` of floating point numbers with ``out`` and ``in`` from 1
+    to ``MAX_CHANNELS``, a bias and each BatchNorm vector of ``out`` elements, none with
+    more elements than its storage.
+    """
     if "W" not in roles:
         raise WeightsError(f"{name} has {', '.join(roles.values())} but no weight")
-    W = tensors(roles["W"])
-    if W.ndim != 4 or W.shape[2:] != (3, 3) or W.shape[1] < 1:
-        raise WeightsError(f"{roles['W']} ({name}) has shape {W.shape}, not that of 3×3 filters (out, in, 3, 3)")
-    if W.dtype.kind != "f":
-        raise WeightsError(f"{roles['W']} ({name}) holds {W.dtype} numbers, not floating point")
-    b = tensors(roles["b"]) if "b" in roles else np.zeros(W.shape[0], W.dtype)
-    if b.shape != (W.shape[0],):
-        raise WeightsError(f"{roles.get('b')} ({name}) has shape {b.shape}, its filters {W.shape}")
-    bn = [role for role in ("gamma", "beta", "mean", "var") if role in roles]
-    if bn:
-        if len(bn) != 4:
+    W = state[roles["W"]]
+    shape = W.size
+    if len(shape) != 4 or shape[2:] != (3, 3) or not all(1 <= n <= MAX_CHANNELS for n in shape[:2]):
+        raise WeightsError(
+            f"{roles['W']} ({name}) has shape {_short(shape)}, not that of 3×3 filters (out, in, 3, 3) "
+            f"with out and in from 1 to {MAX_CHANNELS}"
+        )
+    if W.storage.dtype not in _FLOAT_DTYPES:
+        raise WeightsError(f"{roles['W']} ({name}) holds {np.dtype(W.storage.dtype).name} numbers, not floating point")
+    if "b" in roles and state[roles["b"]].size != shape[:1]:
+        raise WeightsError(f"{roles['b']} ({name}) has shape {_short(state[roles['b']].size)}, its filters {shape}")
+    bn = [role for role in _BN_ROLES if role in roles]
+    if bn and len(bn) != 4:
+        raise WeightsError(f"the BatchNorm after {name} lacks {', '.join(r for r in _BN_ROLES if r not in bn)}")
+    for role in bn:
+        if state[roles[role]].size != shape[:1]:
             raise WeightsError(
-                f"the BatchNorm after {name} lacks {', '.join({'gamma', 'beta', 'mean', 'var'} - set(bn))}"
+                f"{roles[role]} (the BatchNorm after {name}) has shape {_short(state[roles[role]].size)}, "
+                f"its filters {shape}"
             )
-        W, b = fold_batchnorm(W, b, *(tensors(roles[r]).reshape(-1) for r in ("gamma", "beta", "mean", "var")))
+    for key in roles.values():
+        t = state[key]
+        numel, extent = math.prod(t.size), t.storage.view[1] if t.storage.view is not None else t.storage.numel
+        if numel > extent:
+            raise WeightsError(
+                f"{key} ({name}) has {numel} elements from a storage of {extent}: it repeats elements "
+                "(stride 0, as expand() makes), which refstyle does not read; save it after .clone()"
+            )
+
+
+def _conv(name, roles, tensors):
+    """``(W, b)`` of one convolution, float32, from its keys by role (BatchNorm folded in).
+
+    The tensors' shapes were checked by :func:`_check_conv`.
+    """
+    W = tensors(roles["W"])
+    b = tensors(roles["b"]) if "b" in roles else np.zeros(W.shape[0], W.dtype)
+    if "gamma" in roles:
+        W, b = fold_batchnorm(W, b, *(tensors(roles[r]) for r in _BN_ROLES))
     return np.ascontiguousarray(W, dtype=np.float32), np.ascontiguousarray(b, dtype=np.float32)
 
 
@@ -442,14 +641,15 @@ def _layers(state, arrays):
     """``({caffe name: (W, b)}, info)`` from a state dict of :class:`_Tensor` references."""
     tensor_keys = [key for key, v in state.items() if isinstance(key, str) and isinstance(v, _Tensor)]
     named = set(tensor_keys)
-    others = [key for key in state if key not in named]
+    others = [key if isinstance(key, str) else _short(key) for key in state if key not in named]
     naming = name_keys(tensor_keys)
     by_layer = {}
     for key, (name, role) in naming.names.items():
         by_layer.setdefault(name, {})[role] = key
-    layers = {}
-    for name in sorted(by_layer, key=lambda n: (int(n[4]), int(n[6]))):
-        layers[name] = _conv(name, by_layer[name], lambda key: arrays.tensor(state[key]))
+    order = sorted(by_layer, key=lambda n: (int(n[4]), int(n[6])))
+    for name in order:  # every shape, before any storage is read
+        _check_conv(name, by_layer[name], state)
+    layers = {name: _conv(name, by_layer[name], lambda key: arrays.tensor(state[key])) for name in order}
     info = {
         "naming": naming.scheme,
         "input": dict(INPUTS[naming.scheme]),
@@ -469,6 +669,7 @@ def _layers(state, arrays):
 _READ_ERRORS = (
     _Damaged, pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
     OverflowError, UnicodeDecodeError, struct.error, zipfile.BadZipFile, zlib.error, OSError,
+    RecursionError, MemoryError,
 )  # fmt: skip
 
 
