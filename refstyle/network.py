@@ -8,10 +8,20 @@ Only the convolutional part is built (no fully connected layers are ever used). 
 ``VGG.forward`` computes only up to the deepest requested layer and returns the
 responses with a cache; ``VGG.backward`` takes a dict of gradients :math:`\partial L/\partial F^l`
 at any set of computed layers and returns :math:`\partial L/\partial x` in one backward sweep.
+
+Two sets of kernels compute the same layers: ``kernels="reference"`` (the default),
+the readable ones of :mod:`refstyle.layers` on Caffe's ``N×C×H×W`` blobs, and
+``kernels="fast"``, those of :mod:`refstyle.fastconv` — channels-last blobs inside
+the network and Winograd F(2×2, 3×3) convolutions, tested against the reference ones
+and taking 0.70–0.75 of PyTorch's time on a 2-core CPU (``benchmarks/README.md``);
+``kernels="im2col"`` is the fast path with channels-last im2col instead of Winograd.
+Either way the responses and gradients come in and go out as Caffe blobs. In float32
+the kernel sets differ by rounding only (about 1e-6 relative through the network).
 """
 
 from typing import NamedTuple
 
+from . import fastconv
 from . import layers as L
 from .backend import device_module, resolve_dtype, to_numpy
 from .errors import LayerError, RefstyleError
@@ -34,6 +44,9 @@ VGG19_LAYERS = ARCHS["vgg19"]
 
 # The number of filters of each block's convolutions in the published networks.
 VGG_WIDTHS = (64, 128, 256, 512, 512)
+
+# The kernel sets a VGG can compute with (see the module docstring).
+KERNELS = ("reference", "fast", "im2col")
 
 
 def conv_layers(arch):
@@ -110,13 +123,20 @@ class VGG:
     dtype : float32 (default, speed) or float64 (gradient checks).
     device : {"cpu", "gpu"}
         NumPy on the CPU, CuPy on the GPU.
+    kernels : {"reference", "fast", "im2col"}
+        ``"reference"``: :mod:`refstyle.layers`, the readable definitions; ``"fast"``:
+        :mod:`refstyle.fastconv` (channels last, Winograd); ``"im2col"``: the fast path
+        with channels-last im2col convolutions. All compute the same function; in
+        float32 they differ by rounding (about 1e-6 relative, see ``benchmarks/README.md``).
     """
 
-    def __init__(self, weights, arch=None, pooling="avg", dtype="float32", device="cpu"):
+    def __init__(self, weights, arch=None, pooling="avg", dtype="float32", device="cpu", kernels="reference"):
         from .weights import check_weights, infer_arch
 
         if pooling not in L.POOLINGS:
             raise RefstyleError(f"unknown pooling {pooling!r}: choose one of {', '.join(L.POOLINGS)}")
+        if kernels not in KERNELS:
+            raise RefstyleError(f"unknown kernels {kernels!r}: choose one of {', '.join(KERNELS)}")
         self.arch = check_arch(arch if arch is not None else infer_arch(weights))
         convs = check_weights(weights, self.arch)
         self.pooling = pooling
@@ -130,11 +150,18 @@ class VGG:
         self.params = {
             name: tuple(self.xp.asarray(a, dtype=self.dtype) for a in weights[name]) for name in convs
         }
+        self.kernels = kernels
+        self.plans, self.workspace = {}, None
+        if kernels != "reference":
+            method = "winograd" if kernels == "fast" else "im2col"
+            self.plans = {name: fastconv.conv_plan(W, b, method) for name, (W, b) in self.params.items()}
+            self.workspace = fastconv.Workspace(self.xp)
 
     def __repr__(self):
+        kernels = "" if self.kernels == "reference" else f"kernels={self.kernels!r}, "
         return (
             f"VGG(arch={self.arch!r}, pooling={self.pooling!r}, dtype={self.dtype.name!r}, "
-            f"device={self.device!r}, layers {self.layers[0]}..{self.layers[-1]})"
+            f"device={self.device!r}, {kernels}layers {self.layers[0]}..{self.layers[-1]})"
         )
 
     def _input(self, x):
@@ -164,6 +191,8 @@ class VGG:
             raise LayerError("no layers requested: name at least one layer")
         depth = max(self.layers.index(name) for name in layers)
         h = self._input(x)
+        if self.kernels != "reference":
+            return self._forward_fast(h, layers, depth)
         F, caches, shapes = {}, [], []
         for name in self.layers[: depth + 1]:
             if name.startswith("conv"):
@@ -174,6 +203,21 @@ class VGG:
             shapes.append(h.shape)
             if name in layers:
                 F[name] = h
+        return F, NetCache(self.layers[: depth + 1], tuple(caches), tuple(shapes))
+
+    def _forward_fast(self, x, layers, depth):
+        """:meth:`forward` with :mod:`refstyle.fastconv`: channels-last ``(H, W, C)`` inside."""
+        h = fastconv.hwc_view(x)
+        F, caches, shapes = {}, [], []
+        for name in self.layers[: depth + 1]:
+            if name.startswith("conv"):
+                h, cache = fastconv.conv_relu_forward(h, self.plans[name], self.workspace)
+            else:
+                h, cache = fastconv.pool_forward(h, self.pooling)
+            caches.append(cache)
+            shapes.append((1, h.shape[2], h.shape[0], h.shape[1]))
+            if name in layers:
+                F[name] = fastconv.nchw(h)
         return F, NetCache(self.layers[: depth + 1], tuple(caches), tuple(shapes))
 
     def backward(self, dF, cache):
@@ -197,6 +241,8 @@ class VGG:
                     f"the gradient at {name!r} has shape {tuple(g.shape)}, but the response has {tuple(expected)}"
                 )
         deepest = max(cache.names.index(name) for name in dF)
+        if self.kernels != "reference":
+            return self._backward_fast(dF, cache, deepest)
         d = None
         for i in range(deepest, -1, -1):
             name = cache.names[i]
@@ -208,6 +254,20 @@ class VGG:
             else:
                 d = L.pool_backward(d, cache.caches[i])
         return d
+
+    def _backward_fast(self, dF, cache, deepest):
+        """:meth:`backward` with :mod:`refstyle.fastconv`; the gradients given are never written to."""
+        d = None
+        for i in range(deepest, -1, -1):
+            name = cache.names[i]
+            if name in dF:
+                g = self.xp.asarray(dF[name], dtype=self.dtype)
+                d = fastconv.to_hwc(g) if d is None else fastconv.add_nchw(d, g)
+            if name.startswith("conv"):
+                d = fastconv.conv_relu_backward(d, cache.caches[i], self.workspace)
+            else:
+                d = fastconv.pool_backward(d, cache.caches[i])
+        return fastconv.nchw(d)
 
     def responses(self, x, layers):
         """The responses of the requested layers as NumPy arrays (for inspection)."""

@@ -1,0 +1,259 @@
+"""The fast kernels (refstyle.fastconv) against the reference ones (refstyle.layers).
+
+Every kernel the fast path replaces — the 3×3 convolution with its ReLU (Winograd,
+channels-last im2col, and im2col over planes for few channels), its input gradient,
+and both Caffe poolings — is compared with the reference on odd sizes (7×9, 1×1, 2×3,
+…), with bands of one row (the smallest budget) and of the whole image, forward and
+backward, in float64 (to 1e-12: the same function up to rounding) and float32 (to
+2e-6 per layer, 2e-5 through a whole network: rounding of a different order of
+operations). Then the whole VGG and the paper's objective with ``kernels="fast"``
+against ``kernels="reference"``. Speed is measured in ``benchmarks/``, never here.
+"""
+
+import numpy as np
+import pytest
+from conftest import max_rel_error
+
+import refstyle
+from refstyle import fastconv as fc
+from refstyle import layers as L
+from refstyle.backend import to_numpy
+from refstyle.errors import RefstyleError
+from refstyle.objective import Objective, content_targets, style_targets
+
+rng = np.random.default_rng(2024)
+
+# Largest relative error (max |a - b| / max |b|) allowed between the fast and the
+# reference kernels: one layer, and a whole network with its objective.
+RTOL_LAYER = {np.dtype("float32"): 2e-6, np.dtype("float64"): 1e-12}
+RTOL_NET = {np.dtype("float32"): 2e-5, np.dtype("float64"): 1e-12}
+
+# Spatial sizes: odd and even, a single pixel, a single row, one band of tiles.
+SIZES = [(7, 9), (1, 1), (2, 3), (1, 6), (5, 4), (8, 8)]
+# (input channels, output channels): few channels use "planes", 16 and more Winograd or im2col.
+CHANNELS = [(3, 8), (16, 5), (20, 32)]
+BUDGETS = [1, None]  # one row (or tile row) per band, and the default
+
+
+def blob(xp, dtype, shape, scale=1.0):
+    return xp.asarray(rng.standard_normal(shape) * scale, dtype=dtype)
+
+
+def conv_weights(xp, dtype, C, O):
+    W = blob(xp, dtype, (O, C, 3, 3), 1 / np.sqrt(9 * C))
+    return W, blob(xp, dtype, (O,), 0.3)
+
+
+# --- convolution + ReLU --------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", fc.METHODS)
+@pytest.mark.parametrize("C, O", CHANNELS)
+@pytest.mark.parametrize("hw", SIZES)
+@pytest.mark.parametrize("budget", BUDGETS)
+def test_conv_relu_matches_the_reference(xp, dtype, method, C, O, hw, budget):
+    x = blob(xp, dtype, (1, C) + hw)
+    W, b = conv_weights(xp, dtype, C, O)
+    z, conv_cache = L.conv_forward(x, W, b)
+    F_ref, relu_cache = L.relu_forward(z)
+    dF = blob(xp, dtype, F_ref.shape)
+    dx_ref = L.conv_backward(L.relu_backward(dF, relu_cache), conv_cache)
+
+    plan = fc.conv_plan(W, b, method)
+    assert plan.method == (method if C >= fc.MIN_CHANNELS else "planes")
+    work = fc.Workspace(xp)
+    F, cache = fc.conv_relu_forward(fc.hwc_view(x), plan, work, budget)
+    dx = fc.conv_relu_backward(fc.to_hwc(dF), cache, work, budget)
+    assert F.shape == hw + (O,) and dx.shape == hw + (C,)
+    assert F.dtype == dtype and dx.dtype == dtype and type(F) is type(x)
+    assert max_rel_error(to_numpy(fc.nchw(F)), to_numpy(F_ref)) < RTOL_LAYER[dtype]
+    assert max_rel_error(to_numpy(fc.nchw(dx)), to_numpy(dx_ref)) < RTOL_LAYER[dtype]
+
+
+@pytest.mark.parametrize("hw", [(7, 9), (6, 5)])
+def test_winograd_without_bias_or_relu_is_the_plain_correlation(hw):
+    x = rng.standard_normal((1, 17) + hw)
+    W = rng.standard_normal((6, 17, 3, 3))
+    y = fc.winograd_conv(fc.hwc_view(x), fc.winograd_filters(W))
+    assert max_rel_error(fc.nchw(y), L.conv_forward(x, W, np.zeros(6))[0]) < 1e-13
+    # and with the backward filters, the correlation with the flipped, channel-swapped W
+    dy = rng.standard_normal((1, 6) + hw)
+    dx = fc.winograd_conv(fc.hwc_view(dy), fc.winograd_backward_filters(fc.winograd_filters(W)))
+    assert max_rel_error(fc.nchw(dx), L.conv_backward(dy, L.ConvCache(W))) < 1e-13
+
+
+def test_backward_filters_are_the_transform_of_the_flipped_transposed_filters():
+    W = rng.standard_normal((5, 7, 3, 3))
+    flipped = np.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    direct = fc.winograd_filters(flipped)  # (16, C, O): the backward maps O channels to C
+    for copy in (False, True):
+        U_back = fc.winograd_backward_filters(fc.winograd_filters(W), copy=copy)
+        for k in range(16):
+            np.testing.assert_allclose(U_back[k], direct[k], rtol=0, atol=1e-14)
+
+
+def test_winograd_filters_follow_the_equation():
+    W = rng.standard_normal((2, 3, 3, 3))
+    U = fc.winograd_filters(W)
+    for o in range(2):
+        for c in range(3):
+            expected = fc.WINOGRAD_G @ W[o, c] @ fc.WINOGRAD_G.T  # U = G g Gᵀ
+            np.testing.assert_allclose(U[:, o, c].reshape(4, 4), expected, rtol=0, atol=1e-14)
+
+
+def test_a_workspace_serves_layers_of_every_shape_in_turn():
+    work = fc.Workspace()
+    x = rng.standard_normal((1, 16, 9, 7))
+    layers = [conv_weights(np, np.float64, 16, 24), conv_weights(np, np.float64, 24, 16)]
+    h, h_ref = fc.hwc_view(x), x
+    for W, b in layers:
+        h, _ = fc.conv_relu_forward(h, fc.conv_plan(W, b), work, budget=4096)
+        h_ref = np.maximum(L.conv_forward(h_ref, W, b)[0], 0)
+        assert max_rel_error(fc.nchw(h), h_ref) < 1e-12
+    # bands of one tile row: the scratch depends on the width, not on the height
+    held = work.nbytes()
+    fc.conv_relu_forward(fc.to_hwc(rng.standard_normal((1, 24, 41, 7))), fc.conv_plan(*layers[1]), work, budget=4096)
+    assert 0 < work.nbytes() == held
+    work.clear()
+    assert work.nbytes() == 0
+
+
+def test_the_kernels_do_not_write_into_their_inputs():
+    x = rng.standard_normal((1, 16, 5, 6))
+    W, b = conv_weights(np, np.float64, 16, 16)
+    x0, W0 = x.copy(), W.copy()
+    plan = fc.conv_plan(W, b)
+    F, cache = fc.conv_relu_forward(fc.hwc_view(x), plan)
+    dF = fc.to_hwc(rng.standard_normal((1, 16, 5, 6)))
+    dF0 = dF.copy()
+    fc.conv_relu_backward(dF, cache)
+    pooled, pool_cache = fc.pool_forward(F, "max")
+    F0 = F.copy()
+    fc.pool_backward(np.ones_like(pooled), pool_cache)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(W, W0)
+    np.testing.assert_array_equal(dF, dF0)
+    np.testing.assert_array_equal(F, F0)
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="method must be one of"):
+        fc.conv_plan(np.zeros((2, 16, 3, 3)), np.zeros(2), "fft")
+
+
+# --- pooling -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", L.POOLINGS)
+@pytest.mark.parametrize("hw", [(1, 1), (1, 3), (2, 3), (3, 3), (4, 4), (5, 7), (6, 9), (7, 2)])
+def test_pool_matches_the_reference(xp, dtype, mode, hw):
+    x = blob(xp, dtype, (1, 5) + hw)
+    y_ref, cache_ref = L.pool_forward(x, mode)
+    dy = blob(xp, dtype, y_ref.shape)
+    dx_ref = L.pool_backward(dy, cache_ref)
+    y, cache = fc.pool_forward(fc.to_hwc(x), mode)
+    dx = fc.pool_backward(fc.to_hwc(dy), cache)
+    assert y.dtype == dtype and dx.dtype == dtype and type(y) is type(x)
+    # the same cells summed in the same order: equal to the last bit
+    np.testing.assert_array_equal(to_numpy(fc.nchw(y)), to_numpy(y_ref))
+    np.testing.assert_array_equal(to_numpy(fc.nchw(dx)), to_numpy(dx_ref))
+
+
+def test_max_pool_routes_ties_to_the_first_maximum():
+    x = np.array([[5.0, 5.0, 1.0, 3.0, 7.0], [5.0, 5.0, 3.0, 2.0, 7.0], [1.0, 1.0, 1.0, 1.0, 0.0]]).reshape(1, 1, 3, 5)
+    y, cache = fc.pool_forward(fc.to_hwc(x), "max")
+    dx = fc.pool_backward(fc.to_hwc(np.arange(1.0, 7.0).reshape(1, 1, 2, 3)), cache)
+    y_ref, cache_ref = L.pool_forward(x, "max")
+    np.testing.assert_array_equal(fc.nchw(y), y_ref)
+    np.testing.assert_array_equal(fc.nchw(dx), L.pool_backward(np.arange(1.0, 7.0).reshape(1, 1, 2, 3), cache_ref))
+    np.testing.assert_array_equal(fc.nchw(dx)[0, 0, 0], [1.0, 0.0, 0.0, 2.0, 3.0])
+
+
+def test_unknown_pooling_mode():
+    with pytest.raises(ValueError, match="pooling mode"):
+        fc.pool_forward(np.zeros((2, 2, 1)), "min")
+
+
+# --- layouts and masks -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (1, 17, 4, 3), (1, 64, 9, 10), (1, 1, 1, 1)])
+def test_layout_conversions(xp, shape):
+    x = blob(xp, np.float32, shape)
+    h = fc.to_hwc(x)
+    assert h.flags.c_contiguous and h.shape == shape[2:] + shape[1:2]
+    np.testing.assert_array_equal(to_numpy(h), to_numpy(x)[0].transpose(1, 2, 0))
+    np.testing.assert_array_equal(to_numpy(fc.nchw(h)), to_numpy(x))
+    np.testing.assert_array_equal(to_numpy(fc.nchw(fc.hwc_view(x))), to_numpy(x))
+    assert fc.nchw(h).flags.c_contiguous
+    twice = fc.add_nchw(h.copy(), x)
+    np.testing.assert_array_equal(to_numpy(twice), 2 * to_numpy(h))
+
+
+@pytest.mark.parametrize("C", [1, 8, 13, 64])
+def test_relu_masks_round_trip(xp, C):
+    F = xp.asarray(np.maximum(rng.standard_normal((5, 6, C)), 0))
+    F[0, 0] = 0.0  # exactly zero: no gradient (Caffe's > 0)
+    mask = fc.relu_mask(F)
+    for lo, hi, columns in [(0, 5, slice(None)), (1, 3, slice(1, None, 2)), (4, 5, slice(0, None, 2))]:
+        np.testing.assert_array_equal(to_numpy(fc.mask_rows(mask, lo, hi, columns, C)), to_numpy(F[lo:hi, columns] > 0))
+
+
+# --- the whole network and the objective ------------------------------------------
+
+WIDTHS = (16, 16, 24, 32, 32)  # at least 16 channels in, so that Winograd runs from conv1_2 on
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19"])
+@pytest.mark.parametrize("pooling", L.POOLINGS)
+@pytest.mark.parametrize("kernels", ["fast", "im2col"])
+def test_vgg_responses_and_gradients_match_the_reference(arch, pooling, kernels, dtype):
+    w = refstyle.generate_weights(arch, widths=WIDTHS, seed=4)
+    ref = refstyle.VGG(w, arch=arch, pooling=pooling, dtype=dtype, kernels="reference")
+    net = refstyle.VGG(w, arch=arch, pooling=pooling, dtype=dtype, kernels=kernels)
+    assert net.plans["conv1_1"].method == "planes"
+    assert net.plans["conv1_2"].method == ("winograd" if kernels == "fast" else "im2col")
+    x = rng.standard_normal((1, 3, 19, 23)) * 50  # 19×23 → 10×12 → 5×6 → 3×3 → 2×2 → 1×1
+    names = list(refstyle.ARCHS[arch])
+    F, cache = net.forward(x, names)
+    F_ref, cache_ref = ref.forward(x, names)
+    for name in names:
+        assert F[name].shape == F_ref[name].shape and F[name].dtype == dtype
+        assert max_rel_error(F[name], F_ref[name]) < RTOL_NET[dtype], name
+    dF = {name: rng.standard_normal(F[name].shape).astype(dtype) for name in ["conv1_1", "conv2_2", "pool3", "conv4_1", "pool5"]}
+    dF0 = {name: g.copy() for name, g in dF.items()}
+    dx = net.backward(dF, cache)
+    assert dx.shape == x.shape and dx.dtype == dtype and dx.flags.c_contiguous
+    assert max_rel_error(dx, ref.backward(dF, cache_ref)) < RTOL_NET[dtype]
+    for name in dF:
+        np.testing.assert_array_equal(dF[name], dF0[name])  # the gradients given are not written to
+
+
+def test_the_objective_and_its_gradient_match_the_reference(dtype):
+    w = refstyle.generate_weights("vgg19", widths=WIDTHS, seed=8)
+    p, a, x = (rng.uniform(-100, 100, (1, 3, 21, 18)) for _ in range(3))
+    results = {}
+    for kernels in ("reference", "fast"):
+        net = refstyle.VGG(w, dtype=dtype, kernels=kernels)
+        obj = Objective(net, content_targets(net, p, ["conv4_2"]), style_targets(net, [a], ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]), beta=1e4)
+        results[kernels] = obj(x.astype(dtype))
+    (L_ref, g_ref), (L_fast, g_fast) = results["reference"], results["fast"]
+    assert abs(L_fast - L_ref) / abs(L_ref) < RTOL_NET[dtype]
+    assert max_rel_error(g_fast, g_ref) < RTOL_NET[dtype]
+
+
+def test_fast_gradient_passes_finite_differences():
+    w = refstyle.generate_weights("vgg19", widths=WIDTHS, seed=9, depth="conv3_1")
+    net = refstyle.VGG(w, dtype="float64", kernels="fast")
+    p, a, x = (rng.uniform(-100, 100, (1, 3, 11, 9)) for _ in range(3))
+    obj = Objective(net, content_targets(net, p, ["conv2_2"]), style_targets(net, [a], ["conv1_1", "conv3_1"]), alpha=1.0, beta=1e3)
+    assert refstyle.check_gradient(obj, x, coords=10, directions=3).max_rel_error < 1e-6
+
+
+def test_kernels_are_checked_and_shown():
+    w = refstyle.generate_weights("vgg16")
+    assert refstyle.VGG(w).kernels == "reference"  # the readable kernels unless asked
+    assert "kernels='fast'" in repr(refstyle.VGG(w, kernels="fast"))
+    assert "kernels" not in repr(refstyle.VGG(w))
+    with pytest.raises(RefstyleError, match="unknown kernels 'gpu'"):
+        refstyle.VGG(w, kernels="gpu")
