@@ -47,7 +47,7 @@ def _positive_int_list(text):
     return [_positive_int(v.strip()) for v in text.split(",") if v.strip()]
 
 
-def _add_model_options(p, weights_required=True):
+def _add_model_options(p, weights_required=True, kernels=None):
     p.add_argument("--weights", required=weights_required, metavar="FILE|NAME",
                    help="VGG weights: a .caffemodel, a Keras .h5, a PyTorch .pth, a refstyle .npz, or a known "
                    "name (refstyle weights list), e.g. vgg19-caffe after refstyle weights fetch vgg19-caffe, or "
@@ -55,6 +55,10 @@ def _add_model_options(p, weights_required=True):
     p.add_argument("--arch", choices=sorted(ARCHS), help="vgg19 (the paper's) or vgg16 (default: from the weights)")
     p.add_argument("--pooling", choices=("avg", "max"),
                    help="average (the paper's) or max pooling (default: the convention's)")
+    if kernels is not None:
+        p.add_argument("--kernels", choices=("reference", "fast", "im2col"), default=kernels,
+                       help=f"the layers' code: the readable reference kernels, or the fast ones (Winograd, channels "
+                       f"last; the same numbers to float32 rounding, benchmarks/README.md) (default {kernels})")
 
 
 def _add_loss_options(p):
@@ -95,7 +99,7 @@ def _add_synthesis_options(p):
     p.add_argument("--scales", type=_positive_int, default=1, help="coarse-to-fine scales (default 1)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save a numbered snapshot every N iterations")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    _add_model_options(p)
+    _add_model_options(p, kernels="fast")
     _add_loss_options(p)
 
 
@@ -116,6 +120,7 @@ def _weights_and_losses(args, weights=None):
     if weights is None:
         weights = load_weights(args.weights, arch=args.arch)
     net = VGG(weights, arch=args.arch, pooling=args.pooling or convention.pooling, dtype=args.dtype,
+              kernels=getattr(args, "kernels", "reference"),
               device=getattr(args, "device", "cpu"))
     content_layers = args.content_layers or list(convention.content_layers)
     style_layers = args.style_layers or list(convention.style_layers)
@@ -158,7 +163,7 @@ def _grad(args):
         "convention": convention.name, "alpha": alpha, "beta": beta, "content_layers": content_layers,
         "style_layers": style_layers, "layer_weights": objective.layer_weights, "size": list(photo.shape[:2]),
         "style_sizes": [list(a.shape[:2]) for a in artworks], "seed": args.seed, "dtype": net.dtype.name,
-        "content": args.content, "styles": args.styles, "x": args.x,
+        "content": args.content, "styles": args.styles, "x": args.x, "kernels": net.kernels,
     }
     write_gradient_file(args.output, gradient_arrays(x, e, settings))
     print(f"wrote {args.output}: loss {e.loss:.6e} (content {e.loss_content:.6e}, style {e.loss_style:.6e}), "
@@ -255,7 +260,7 @@ def _synthesis_run(args, photo, artworks, kind):
     weights_path = resolve_weights(args.weights)
     meta = {
         "refstyle": __version__, "command": kind, "weights": args.weights, "weights_sha256": file_sha256(weights_path),
-        "arch": net.arch, "pooling": net.pooling, "dtype": net.dtype.name, "device": args.device,
+        "arch": net.arch, "pooling": net.pooling, "dtype": net.dtype.name, "device": args.device, "kernels": net.kernels,
         "settings": settings._asdict(), "iterations": sum(r.iterations for r in result.results),
         "evaluations": sum(r.evaluations for r in result.results), "loss": result.results[-1].loss,
         "interrupted": result.results[-1].interrupted,
@@ -556,7 +561,7 @@ def build_parser():
     grad.add_argument("-o", "--output", required=True, metavar="OUT.npz")
     grad.add_argument("--x", metavar="X.npy", help="the image x (1×3×H×W, network layout); default: seeded white noise")
     grad.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
-    _add_model_options(grad)
+    _add_model_options(grad, kernels="reference")
     _add_loss_options(grad)
     grad.set_defaults(run=_grad)
 
@@ -634,7 +639,7 @@ def build_parser():
     gradcheck.add_argument("--coords", type=int, default=20, help="random coordinates to probe (default 20)")
     gradcheck.add_argument("--directions", type=int, default=5, help="random directions to probe (default 5)")
     gradcheck.add_argument("--tol", type=float, default=1e-6, help="largest relative error that passes (default 1e-6)")
-    _add_model_options(gradcheck, weights_required=False)
+    _add_model_options(gradcheck, weights_required=False, kernels="reference")
     _add_loss_options(gradcheck)
     gradcheck.set_defaults(run=_gradcheck, weights="generated", size=32)
     return parser

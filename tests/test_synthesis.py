@@ -383,3 +383,17 @@ def test_two_scales_run_coarse_then_fine():
                               on_scale=lambda k, shape: sizes.append(shape))
     assert sizes == [(14, 18), (27, 36)] and len(two.results) == 2 and two.x.shape == one.x.shape
     assert np.abs(two.x - one.x).max() > 1.0
+
+
+def test_transfer_kernels_fast_by_default_and_reference_on_request(small, tmp_path, capsys):
+    """The command line runs the fast kernels; --kernels reference the readable ones: the same losses to rounding."""
+    runs = {}
+    for kernels in ("fast", "reference"):
+        out = tmp_path / f"{kernels}.png"
+        extra = [] if kernels == "fast" else ["--kernels", "reference"]
+        status, _, err = transfer(capsys, small, out, "--iters", 3, *extra)
+        assert status == 0, err
+        assert png_meta(out)["kernels"] == kernels
+        with open(tmp_path / f"{kernels}.losses.csv") as f:
+            runs[kernels] = [float(r["loss"]) for r in csv.DictReader(f)]
+    assert runs["fast"][0] == pytest.approx(runs["reference"][0], rel=1e-5)
