@@ -257,23 +257,15 @@ def take_caffe_input(weights):
     (:func:`refstyle.formats.names.to_caffe_input`: exact away from the image border);
     ``meta['input_conversion']`` says what was done and ``meta['input']`` becomes Caffe's.
     """
+    from .formats.names import is_caffe_input, to_caffe_input
+
     convention = weights.meta.get("input", CAFFE_INPUT)
-    if _same_input(convention, CAFFE_INPUT):
+    if is_caffe_input(convention):
         return weights
-    from .formats.names import to_caffe_input
 
     layers, note = to_caffe_input(dict(weights), convention)
     meta = dict(weights.meta, input=CAFFE_INPUT, input_conversion={"from": convention, "note": note})
     return Weights(layers, meta)
-
-
-def _same_input(a, b):
-    return (
-        a.get("channels", "BGR").upper() == b["channels"]
-        and list(a.get("range", [0, 255])) == list(b["range"])
-        and np.allclose(a.get("mean", [0, 0, 0]), b["mean"], rtol=0, atol=1e-9)
-        and np.all(np.asarray(a.get("std", [1, 1, 1])) == 1)
-    )
 
 
 def weights_meta(weights):
@@ -352,7 +344,7 @@ def describe(path):
                    "pth-zip": "PyTorch state dict (zip)", "pth-legacy": "PyTorch state dict (legacy, before 1.6)"}
         lines.append(f"format: {formats[weights.meta['format']]}")
         lines.append(f"input:  {weights.meta.get('input', CAFFE_INPUT)}")
-        for key in ("naming", "checkpoint", "original_format", "skipped", "input_conversion", "normalized"):
+        for key in RECORDED:
             if key in weights.meta:
                 value = weights.meta[key]
                 if key == "input_conversion":

@@ -212,6 +212,16 @@ def _describe(convention):
     return text + (f" divided by {_pixel(std)}" if std is not None else "")
 
 
+def is_caffe_input(convention):
+    """True when ``convention`` is Caffe's input (BGR, 0..255, its mean pixel to 1e-9, no std): nothing to fold."""
+    return (
+        convention.get("channels", "BGR").upper() == CAFFE_INPUT["channels"]
+        and list(convention.get("range", [0, 255])) == list(CAFFE_INPUT["range"])
+        and np.allclose(convention.get("mean", [0, 0, 0]), CAFFE_INPUT["mean"], rtol=0, atol=1e-9)
+        and np.all(np.asarray(convention.get("std", [1, 1, 1])) == 1)
+    )
+
+
 def to_caffe_input(layers, convention):
     r"""Fold an input convention into ``conv1_1`` so the weights take Caffe's input.
 
@@ -265,7 +275,7 @@ def to_caffe_input(layers, convention):
     m = np.asarray(convention["mean"], dtype=np.float64)
     sigma = np.asarray(convention.get("std", [1.0, 1.0, 1.0]), dtype=np.float64)
     mu = np.asarray(CAFFE_INPUT["mean"], dtype=np.float64)
-    if perm == [0, 1, 2] and s == 1 and np.array_equal(m, mu) and np.all(sigma == 1):
+    if is_caffe_input(convention):
         return dict(layers), "the weights already take Caffe's input: nothing folded"
     if "conv1_1" not in layers:
         raise WeightsError("the weights lack conv1_1, into which their input convention would be folded")
