@@ -24,12 +24,12 @@ What makes them fast (each measured on a 2-core CPU, ``benchmarks/README.md``):
   :math:`\xi` of the 4×4 transformed tile, :math:`M_\xi = V_\xi U_\xi^\top` with
   :math:`V_\xi` (tiles × C) and :math:`U_\xi` (O × C): 16 multiplications per 4
   outputs instead of 36, 2.25× fewer FLOPs than im2col. The filter transform
-  :math:`U = G g G^\top` is computed once per network (:func:`winograd_filters`).
+  :math:`U = G g G^\top` (:func:`winograd_filters`, one small GEMM per layer) is
+  computed anew in each sweep: keeping it would hold 16/9 of the weights' memory.
 - **The input gradient is a convolution too**, with the filters flipped and their
   channel axes swapped (:func:`refstyle.layers.conv_backward`); in the Winograd
   domain that is the same :math:`U` with its tile positions permuted and each
-  :math:`U_\xi` transposed (:data:`BACKWARD_TILE`), so the big layers store no
-  second copy of their filters.
+  :math:`U_\xi` transposed (:data:`BACKWARD_TILE`): one transform serves both ways.
 - **Fused steps**: the bias is added once per tile, inside the output transform, and
   the ReLU is applied as the outputs are written; the ReLU's backward mask is kept
   as packed bits (:func:`relu_mask`, a 32nd of the response's memory) and applied
@@ -164,39 +164,44 @@ BAND_BYTES = 16 * 2**20
 class Workspace:
     """Scratch memory kept between calls, so that big arrays are not allocated anew each time.
 
-    ``arrays(dtype, *shapes)`` returns uninitialised arrays of those shapes, carved
-    from one flat buffer that grows to the largest total ever asked for at once. The
-    arrays are valid until the next call: each kernel asks once per band. A workspace
-    belongs to one network and one thread.
+    ``arrays(dtype, *shapes, slot="bands")`` returns uninitialised arrays of those
+    shapes, carved from one flat buffer per ``slot`` that grows to the largest total
+    ever asked for at once in that slot. The arrays are valid until the next call
+    for the same slot: each kernel asks once per band (slot ``"bands"``), and each
+    conv layer once per sweep for its transformed filters (slot ``"filters"``). A
+    workspace belongs to one network and one thread.
     """
 
     ALIGN = 64  # bytes: each array starts on a cache line
 
     def __init__(self, xp=np):
         self.xp = xp
-        self._buffer = None
+        self._buffers = {}
 
-    def arrays(self, dtype, *shapes):
+    def arrays(self, dtype, *shapes, slot="bands"):
         dtype = np.dtype(dtype)
         step = max(1, self.ALIGN // dtype.itemsize)
         sizes = [math.prod(shape) for shape in shapes]
         total = sum(-(-n // step) * step for n in sizes)
-        if self._buffer is None or self._buffer.dtype != dtype or self._buffer.size < total:
-            self._buffer = None  # free the old one first
-            self._buffer = self.xp.empty(total, dtype=dtype)
+        buffer = self._buffers.get(slot)
+        if buffer is None or buffer.dtype != dtype or buffer.size < total:
+            self._buffers.pop(slot, None)  # free the old one first
+            buffer = self._buffers[slot] = self.xp.empty(total, dtype=dtype)
         out, offset = [], 0
         for shape, n in zip(shapes, sizes):
-            out.append(self._buffer[offset : offset + n].reshape(shape))
+            out.append(buffer[offset : offset + n].reshape(shape))
             offset += -(-n // step) * step
         return out
 
-    def nbytes(self):
-        """The memory the workspace holds."""
-        return 0 if self._buffer is None else self._buffer.nbytes
+    def nbytes(self, slot=None):
+        """The memory the workspace holds (in one ``slot``, or in all)."""
+        if slot is not None:
+            return self._buffers[slot].nbytes if slot in self._buffers else 0
+        return sum(buffer.nbytes for buffer in self._buffers.values())
 
     def clear(self):
-        """Free the buffer."""
-        self._buffer = None
+        """Free the buffers."""
+        self._buffers = {}
 
 
 def _workspace(work, xp):
@@ -273,31 +278,47 @@ _FLIP = (3, 1, 2, 0)
 BACKWARD_TILE = tuple(4 * _FLIP[a] + _FLIP[b] for a in range(4) for b in range(4))
 
 
-def winograd_filters(W):
+#: The filter transform as one matrix: ``WINOGRAD_T[4a + b, 3u + v] = G[a,u] G[b,v]``.
+#: Its entries are 0, ±¼, ±½ and ±1, exact in any floating-point type.
+WINOGRAD_T = np.einsum("au,bv->abuv", WINOGRAD_G, WINOGRAD_G).reshape(16, 9)
+
+
+def winograd_filters(W, out=None):
     r"""Transform 3×3 filters for Winograd F(2×2, 3×3): :math:`U_{\xi} = (G\, g_{o,c}\, G^\top)_{\xi}`.
 
     ``W`` (O, C, 3, 3) → ``U`` (16, O, C), ``U[4a + b, o, c] = Σ_uv G[a,u] W[o,c,u,v] G[b,v]``:
     at tile position ξ the products are ``V_ξ @ U[ξ].T`` with ``V_ξ`` (tiles × C).
-    Computed in float64 and returned in ``W``'s dtype.
+    Computed as one product ``WINOGRAD_T @ W.reshape(O·C, 9).T`` in ``W``'s dtype
+    (a sum of at most nine terms per entry: a few units of rounding in float32),
+    into ``out`` (16, O, C) when given. The fast network computes it anew in each
+    sweep rather than keeping 16/9 of the weights' memory: about 16 ms for all of
+    VGG19's layers on two cores, 1–3% of an iteration at 256×256.
     """
     xp = array_module(W)
-    Gm = xp.asarray(WINOGRAD_G)
-    U = xp.einsum("au,ocuv,bv->aboc", Gm, W.astype(xp.float64), Gm)
-    return xp.ascontiguousarray(U.reshape(16, W.shape[0], W.shape[1]).astype(W.dtype))
+    O, C = W.shape[:2]
+    U = xp.empty((16, O, C), dtype=W.dtype) if out is None else out
+    T = xp.asarray(WINOGRAD_T, dtype=W.dtype)
+    xp.matmul(T, W.reshape(O * C, 9).T, out=U.reshape(16, O * C))
+    return U
 
 
-def winograd_backward_filters(U, copy=False):
+def winograd_backward_filters(U, copy=False, out=None):
     r"""The transformed filters of the input gradient, from the forward ones ``U`` (16, O, C).
 
     The input gradient correlates with :math:`W'_{c,o,u,v} = W_{o,c,2-u,2-v}`; its
     transform at tile position ξ is ``U[BACKWARD_TILE[ξ]].T`` (C, O). Returns the 16
     matrices as views of ``U`` (no memory), or with ``copy`` as one contiguous
-    (16, C, O) array (faster GEMMs for small layers: OpenBLAS multiplies a
-    transposed 64×64 operand faster than a plain one).
+    (16, C, O) array, ``out`` when given (faster GEMMs for small layers: OpenBLAS
+    multiplies a transposed 64×64 operand faster than a plain one).
     """
     xp = array_module(U)
     Ub = [U[BACKWARD_TILE[k]].T for k in range(16)]
-    return xp.ascontiguousarray(xp.stack(Ub)) if copy else Ub
+    if not copy:
+        return Ub
+    out = xp.empty((16,) + Ub[0].shape, dtype=U.dtype) if out is None else out
+    for k in range(16):
+        out[k] = Ub[k]
+    return out
 
 
 def _row_transform(band, nb, R):
@@ -557,21 +578,21 @@ METHODS = ("winograd", "im2col")
 #: than the GEMM.
 MIN_CHANNELS = 16
 
-#: Layers with at most this many filter entries per tile position (O·C) keep a
+#: Layers with at most this many filter entries per tile position (O·C) make a
 #: contiguous copy of their backward filters (16·O·C numbers): OpenBLAS is up to
 #: 1.6× faster on 64×64 products when the filter operand is a transposed view.
 SMALL_LAYER = 128 * 128
 
 
 class ConvPlan(NamedTuple):
-    """One conv layer's filters, transformed once for the fast kernels."""
+    """One conv layer's filters, prepared for the fast kernels."""
 
     method: str  # "winograd", "im2col" or "planes", as chosen for this layer
     b: object  # bias (O,)
-    K: object  # the filters for the forward: winograd_filters(W) (16, O, C),
-    #            im2col_filters(W) (9C, O), or for planes W.reshape(O, 9C)
-    K_back: object  # for the input gradient: winograd_backward_filters(K), 16 (C, O);
-    #                 im2col_filters of the flipped, channel-swapped filters (9O, C); None for planes
+    K: object  # the filters for the forward: W itself for winograd (transformed in each
+    #            sweep, winograd_filters), im2col_filters(W) (9C, O), or for planes W.reshape(O, 9C)
+    K_back: object  # for the input gradient: im2col_filters of the flipped, channel-swapped
+    #                 filters (9O, C); None for winograd (from K in each sweep) and planes
 
 
 def conv_plan(W, b, method="winograd"):
@@ -587,10 +608,25 @@ def conv_plan(W, b, method="winograd"):
     if C < MIN_CHANNELS:
         return ConvPlan("planes", b, xp.ascontiguousarray(W.reshape(O, 9 * C)), None)
     if method == "winograd":
-        U = winograd_filters(W)
-        return ConvPlan("winograd", b, U, winograd_backward_filters(U, copy=O * C <= SMALL_LAYER))
+        return ConvPlan("winograd", b, W, None)
     flipped = xp.ascontiguousarray(W[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
     return ConvPlan("im2col", b, im2col_filters(W), im2col_filters(flipped))
+
+
+def _filters(plan, work, backward=False):
+    """The plan's filters for one sweep: Winograd's transformed into the workspace's ``"filters"`` slot."""
+    if plan.method != "winograd":
+        return plan.K_back if backward else plan.K
+    W = plan.K
+    O, C = W.shape[:2]
+    if not backward:
+        (U,) = work.arrays(W.dtype, (16, O, C), slot="filters")
+        return winograd_filters(W, out=U)
+    if O * C > SMALL_LAYER:
+        (U,) = work.arrays(W.dtype, (16, O, C), slot="filters")
+        return winograd_backward_filters(winograd_filters(W, out=U))
+    U, U_back = work.arrays(W.dtype, (16, O, C), (16, C, O), slot="filters")
+    return winograd_backward_filters(winograd_filters(W, out=U), copy=True, out=U_back)
 
 
 class ConvReluCache(NamedTuple):
@@ -606,7 +642,8 @@ def conv_relu_forward(x, plan, work=None, budget=None):
     input gradient needs only the filters.
     """
     conv = {"winograd": winograd_conv, "im2col": im2col_conv, "planes": planes_conv}[plan.method]
-    F = conv(x, plan.K, plan.b, relu=True, work=work, budget=budget)
+    work = _workspace(work, array_module(x))
+    F = conv(x, _filters(plan, work), plan.b, relu=True, work=work, budget=budget)
     return F, ConvReluCache(plan, relu_mask(F))
 
 
@@ -621,7 +658,8 @@ def conv_relu_backward(dF, cache, work=None, budget=None):
     if plan.method == "planes":
         return planes_conv_backward(dF, plan.K, mask=cache.mask, work=work, budget=budget)
     conv = winograd_conv if plan.method == "winograd" else im2col_conv
-    return conv(dF, plan.K_back, mask=cache.mask, work=work, budget=budget)
+    work = _workspace(work, array_module(dF))
+    return conv(dF, _filters(plan, work, backward=True), mask=cache.mask, work=work, budget=budget)
 
 
 # ---------------------------------------------------------------------------

@@ -101,6 +101,48 @@ def test_winograd_filters_follow_the_equation():
             np.testing.assert_allclose(U[:, o, c].reshape(4, 4), expected, rtol=0, atol=1e-14)
 
 
+def test_winograd_filters_in_float32_are_rounded_float64_ones():
+    W = rng.standard_normal((24, 20, 3, 3))
+    U64 = fc.winograd_filters(W)
+    out = np.empty((16, 24, 20), np.float32)
+    U32 = fc.winograd_filters(W.astype(np.float32), out=out)
+    assert U32 is out and U32.dtype == np.float32
+    assert max_rel_error(U32, U64) < 4e-7  # a few float32 units: a sum of at most nine terms
+
+
+@pytest.mark.parametrize("small_layer", [0, 10**9])
+def test_both_layouts_of_the_backward_filters_give_the_input_gradient(monkeypatch, small_layer):
+    # big layers use views of U for the input gradient, small ones a contiguous copy
+    monkeypatch.setattr(fc, "SMALL_LAYER", small_layer)
+    x, dF = rng.standard_normal((1, 20, 7, 6)), rng.standard_normal((1, 24, 7, 6))
+    W, b = conv_weights(np, np.float64, 20, 24)
+    z, conv_cache = L.conv_forward(x, W, b)
+    _, relu_cache = L.relu_forward(z)
+    dx_ref = L.conv_backward(L.relu_backward(dF, relu_cache), conv_cache)
+    work = fc.Workspace()
+    _, cache = fc.conv_relu_forward(fc.hwc_view(x), fc.conv_plan(W, b), work)
+    dx = fc.conv_relu_backward(fc.to_hwc(dF), cache, work)
+    assert max_rel_error(fc.nchw(dx), dx_ref) < 1e-12
+    copy_bytes = 0 if small_layer == 0 else 16 * 20 * 24 * 8
+    assert work.nbytes("filters") >= 16 * 20 * 24 * 8 + copy_bytes
+
+
+def test_the_fast_network_keeps_no_transformed_filters():
+    # U = G g Gᵀ would hold 16/9 of the weights: it is made in each sweep, in one buffer
+    weights = {name: conv_weights(np, np.float32, C, O) for name, C, O in
+               [("conv1_1", 3, 16), ("conv1_2", 16, 16), ("conv2_1", 16, 24), ("conv2_2", 24, 24)]}
+    net = refstyle.VGG(weights, arch="vgg16", kernels="fast")
+    for name, plan in net.plans.items():
+        if plan.method == "winograd":
+            assert plan.K is net.params[name][0] and plan.K_back is None
+    x = blob(np, np.float32, (1, 3, 12, 10))
+    F, cache = net.forward(x, ["conv1_2", "conv2_2"])
+    net.backward({n: np.ones_like(v) for n, v in F.items()}, cache)
+    largest = max(16 * W.shape[0] * W.shape[1] * 4 for W, _ in weights.values())
+    # small layers add a contiguous copy for the input gradient
+    assert largest <= net.workspace.nbytes("filters") <= 2 * largest + 2 * fc.Workspace.ALIGN
+
+
 def test_a_workspace_serves_layers_of_every_shape_in_turn():
     work = fc.Workspace()
     x = rng.standard_normal((1, 16, 9, 7))
@@ -111,9 +153,9 @@ def test_a_workspace_serves_layers_of_every_shape_in_turn():
         h_ref = np.maximum(L.conv_forward(h_ref, W, b)[0], 0)
         assert max_rel_error(fc.nchw(h), h_ref) < 1e-12
     # bands of one tile row: the scratch depends on the width, not on the height
-    held = work.nbytes()
+    held = work.nbytes("bands")
     fc.conv_relu_forward(fc.to_hwc(rng.standard_normal((1, 24, 41, 7))), fc.conv_plan(*layers[1]), work, budget=4096)
-    assert 0 < work.nbytes() == held
+    assert 0 < work.nbytes("bands") == held
     work.clear()
     assert work.nbytes() == 0
 
