@@ -335,7 +335,7 @@ def _figure(args):
         result = make_grid(
             grid, images, weights_path, arch=arch, pooling=args.pooling or "avg", dtype=args.dtype, device=args.device,
             size=args.size, iters=args.iters, seed=args.seed, jobs=args.jobs, scheduler=args.scheduler,
-            cache_dir=args.cache, progress=progress,
+            cache_dir=args.cache, progress=progress, kernels=args.kernels,
         )
     finally:
         if bar[0] is not None:
@@ -607,7 +607,7 @@ def build_parser():
     figure.add_argument("--cache", metavar="DIR", help="where finished cells are kept (default $REFSTYLE_CACHE/cells)")
     figure.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     figure.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    _add_model_options(figure, weights_required=False)
+    _add_model_options(figure, weights_required=False, kernels="fast")
     figure.set_defaults(run=_figure)
 
     explain = commands.add_parser(

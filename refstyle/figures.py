@@ -185,9 +185,11 @@ class Job(NamedTuple):
     pooling: str
     dtype: str
     device: str
+    kernels: str = "fast"  # the network's kernels (refstyle.VGG): "fast", "reference" or "im2col"
 
 
-def cell_job(spec, images, weights, arch, pooling, dtype="float32", device="cpu", size=512, iters=500, seed=0):
+def cell_job(spec, images, weights, arch, pooling, dtype="float32", device="cpu", size=512, iters=500, seed=0,
+             kernels="fast"):
     """The :class:`Job` of one cell (kinds transfer, content, style) from its merged spec."""
     kind = spec["kind"]
     settings = Settings(size=int(size), iters=int(iters), seed=int(seed))
@@ -211,7 +213,8 @@ def cell_job(spec, images, weights, arch, pooling, dtype="float32", device="cpu"
         changes.update({k: float(spec[k]) for k in ("alpha", "beta") if k in spec})
     content = images[spec["content"]] if kind in ("transfer", "content") else None
     styles = tuple(images[s] for s in spec.get("styles", [])) if kind in ("transfer", "style") else ()
-    return Job(kind, content, styles, settings._replace(**changes), os.path.abspath(weights), arch, pooling, dtype, device)
+    return Job(kind, content, styles, settings._replace(**changes), os.path.abspath(weights), arch, pooling, dtype, device,
+               kernels)
 
 
 def cell_key(job, sha256):
@@ -231,6 +234,7 @@ def cell_key(job, sha256):
         "pooling": job.pooling,
         "dtype": job.dtype,
         "device": job.device,
+        "kernels": job.kernels,
     }
     text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -252,7 +256,7 @@ def run_cell(job):
 
     start = time.perf_counter()
     net = VGG(load_weights(job.weights, arch=job.arch), arch=job.arch, pooling=job.pooling, dtype=job.dtype,
-              device=job.device)
+              device=job.device, kernels=job.kernels)
     photo = load_image(job.content) if job.content is not None else None
     artworks = [load_image(p) for p in job.styles]
     result = synthesize(net, photo, artworks, job.settings)
@@ -365,12 +369,13 @@ class FigureResult(NamedTuple):
 
 
 def make_grid(grid, images, weights, arch=None, pooling="avg", dtype="float32", device="cpu", size=512, iters=500,
-              seed=0, jobs=1, scheduler=None, cache_dir=None, progress=None):
+              seed=0, jobs=1, scheduler=None, cache_dir=None, progress=None, kernels="fast"):
     """Compute every cell of ``grid`` (from the cache where possible): a :class:`FigureResult`.
 
     ``images``: ``{file name: path}`` (:func:`find_images`). ``progress(done, total, text)``
     is told as cells finish. Finished cells are cached as they arrive, so an interrupted
-    call loses only the cells that were running.
+    call loses only the cells that were running. ``kernels``: the network's
+    (:class:`refstyle.VGG`); the fast ones by default, as ``refstyle transfer``.
     """
     from .images import load_image, resize_longer
     from .io import file_sha256
@@ -393,7 +398,7 @@ def make_grid(grid, images, weights, arch=None, pooling="avg", dtype="float32", 
         elif spec["kind"] == "image":
             out[at] = resize_longer(load_image(images[_inputs(spec)[0]]), size)
         else:
-            job = cell_job(spec, images, weights, arch, pooling, dtype, device, size, iters, seed)
+            job = cell_job(spec, images, weights, arch, pooling, dtype, device, size, iters, seed, kernels)
             key = cell_key(job, sha256)
             where.setdefault(key, []).append(at)
             todo[key] = job

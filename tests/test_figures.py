@@ -127,7 +127,7 @@ def test_the_cache_key_changes_when_any_setting_changes(setup, tmp_path):
             ("scales", 2), ("style_blend", (1.0,)), ("optimizer_options", {"maxcor": 5}), ("bounds", False),
         ]
     ] + [job._replace(pooling="max"), job._replace(dtype="float64"), job._replace(arch="vgg16"), job._replace(device="gpu"),
-         job._replace(kind="style")]
+         job._replace(kind="style"), job._replace(kernels="reference")]
     keys = {cell_key(v, sha) for v in variants}
     assert len(keys) == len(variants) and key not in keys
     # the contents of the weights and the images enter the key, not their paths
@@ -193,3 +193,18 @@ def test_local_workers_share_the_cores(monkeypatch):
         assert os.environ["OPENBLAS_NUM_THREADS"] == "3" and os.environ["OMP_NUM_THREADS"] == "3"
         assert os.environ["MKL_NUM_THREADS"] == "7"
     assert "OPENBLAS_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "7"
+
+
+@pytest.mark.parametrize("option, expected", [((), "fast"), (("--kernels", "reference"), "reference")])
+def test_cells_run_with_the_kernels_asked_for(setup, capsys, monkeypatch, option, expected):
+    built, real_vgg = [], refstyle.network.VGG
+
+    def vgg(*args, **kwargs):
+        net = real_vgg(*args, **kwargs)
+        built.append(net.kernels)
+        return net
+
+    monkeypatch.setattr(refstyle.network, "VGG", vgg)
+    status, stdout, err = figure(capsys, setup, setup["dir"] / "grid.png", *option)
+    assert status == 0, err
+    assert built == [expected] * 4
