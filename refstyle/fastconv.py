@@ -97,14 +97,32 @@ def nchw(h):
     return out[None]
 
 
+def nchw_view(h):
+    """A channels-last ``(H, W, C)`` array seen as a Caffe blob ``(1, C, H, W)``: a view, no copy.
+
+    The shape and the values are the blob's; the memory stays channels last. The fast
+    network hands its responses out this way (NumPy and the losses take any strides:
+    :func:`refstyle.losses.as_matrix` of such a view is a transposed matrix, which a
+    GEMM reads as it is).
+    """
+    return h.transpose(2, 0, 1)[None]
+
+
+def _channels_last(x):
+    """Whether the blob ``x`` (1, C, H, W) is a view of a contiguous channels-last array."""
+    return hwc_view(x).flags.c_contiguous
+
+
 def to_hwc(x):
     """A Caffe blob ``(1, C, H, W)`` as a contiguous channels-last ``(H, W, C)`` array (a copy).
 
-    Copied eight channels at a time (2–4× faster than one transposed copy, see :func:`nchw`).
+    Copied eight channels at a time (2–4× faster than one transposed copy, see
+    :func:`nchw`); one plain copy when ``x`` is already channels last in memory
+    (:func:`nchw_view`).
     """
     xp = array_module(x)
-    if xp is not np:
-        return xp.ascontiguousarray(hwc_view(x))
+    if xp is not np or _channels_last(x):
+        return xp.array(hwc_view(x), order="C", copy=True)
     _, C, H, W = x.shape
     out = np.empty((H, W, C), dtype=x.dtype)
     for c in range(0, C, 8):
@@ -115,17 +133,17 @@ def to_hwc(x):
 def add_nchw(h, x):
     """``h += x`` for a channels-last ``h`` (H, W, C) and a Caffe blob ``x`` (1, C, H, W), in place.
 
-    Eight channels at a time, like :func:`to_hwc`, and with no channels-last copy of ``x``.
+    Eight channels at a time, like :func:`to_hwc`, and with no channels-last copy of
+    ``x``; one plain addition when ``x`` is already channels last in memory.
     """
     xp = array_module(h)
-    if xp is not np:
+    if xp is not np or _channels_last(x):
         h += hwc_view(x)
         return h
     for c in range(0, h.shape[2], 8):
         target = h[:, :, c : c + 8]
         np.add(target, x[0, c : c + 8].transpose(1, 2, 0), out=target)
     return h
-
 
 
 # ---------------------------------------------------------------------------

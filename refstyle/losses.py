@@ -54,15 +54,19 @@ def style_loss(F, A):
         \frac{\partial E_l}{\partial F^l_{ij}} = \frac{1}{N_l^2 M_l^2} \big((G^l - A^l) F^l\big)_{ij}
 
     (the gradient uses that :math:`G - A` is symmetric). ``A`` is the artwork's Gram
-    matrix, ``(N_l, N_l)``. Returns ``(E_l, dF)`` with ``dF`` shaped like ``F``.
+    matrix, ``(N_l, N_l)``. Returns ``(E_l, dF)`` with ``dF`` shaped like ``F`` and
+    laid out in memory as ``F`` is (channels last for the fast network's responses).
     """
+    xp = array_module(F)
     N_l = F.shape[1]
     M_l = F.size // N_l
     G = gram(F)
     diff = G - A
     scale = 1.0 / (N_l**2 * M_l**2)
     E = 0.25 * scale * float((diff * diff).sum())
-    dF = scale * (diff @ as_matrix(F))
+    Fm = as_matrix(F)
+    dF = xp.matmul(diff, Fm, out=xp.empty_like(Fm))  # (G - A) F, in F's memory order
+    dF *= scale
     return E, dF.reshape(F.shape)
 
 

@@ -181,7 +181,10 @@ class VGG:
         Returns
         -------
         F : dict
-            ``{name: array of shape (1, N_l, H_l, W_l)}`` for each requested layer.
+            ``{name: array of shape (1, N_l, H_l, W_l)}`` for each requested layer. With
+            the fast kernels each is a view of the network's channels-last array
+            (:func:`refstyle.fastconv.nchw_view`): the blob's shape and values, not its
+            memory order (``numpy.ascontiguousarray`` makes a Caffe-ordered copy).
         cache : NetCache
             What :meth:`backward` needs.
         """
@@ -217,7 +220,7 @@ class VGG:
             caches.append(cache)
             shapes.append((1, h.shape[2], h.shape[0], h.shape[1]))
             if name in layers:
-                F[name] = fastconv.nchw(h)
+                F[name] = fastconv.nchw_view(h)  # the blob's shape, channels-last memory: no copy
         return F, NetCache(self.layers[: depth + 1], tuple(caches), tuple(shapes))
 
     def backward(self, dF, cache):

@@ -19,6 +19,7 @@ from refstyle import fastconv as fc
 from refstyle import layers as L
 from refstyle.backend import to_numpy
 from refstyle.errors import RefstyleError
+from refstyle.losses import gram, style_loss
 from refstyle.objective import Objective, content_targets, style_targets
 
 rng = np.random.default_rng(2024)
@@ -230,6 +231,13 @@ def test_layout_conversions(xp, shape):
     assert fc.nchw(h).flags.c_contiguous
     twice = fc.add_nchw(h.copy(), x)
     np.testing.assert_array_equal(to_numpy(twice), 2 * to_numpy(h))
+    # a blob that is channels last in memory (the fast network's responses and their gradients)
+    v = fc.nchw_view(h)
+    assert v.shape == shape and fc.hwc_view(v).flags.c_contiguous
+    np.testing.assert_array_equal(to_numpy(v), to_numpy(x))
+    copy = fc.to_hwc(v)
+    copy[...] = 0  # a copy: h is not touched
+    np.testing.assert_array_equal(to_numpy(fc.add_nchw(h.copy(), v)), 2 * to_numpy(h))
 
 
 @pytest.mark.parametrize("C", [1, 8, 13, 64])
@@ -269,6 +277,22 @@ def test_vgg_responses_and_gradients_match_the_reference(arch, pooling, kernels,
     assert max_rel_error(dx, ref.backward(dF, cache_ref)) < RTOL_NET[dtype]
     for name in dF:
         np.testing.assert_array_equal(dF[name], dF0[name])  # the gradients given are not written to
+
+
+def test_responses_and_style_gradients_stay_channels_last(dtype):
+    # even sizes: the responses are views of the network's channels-last arrays (no copy),
+    # and the style loss gives its gradient in the same memory order (no transposing copy)
+    w = refstyle.generate_weights("vgg16", widths=WIDTHS, seed=5, depth="conv2_1")
+    net = refstyle.VGG(w, dtype=dtype, kernels="fast")
+    F, _ = net.forward(rng.standard_normal((1, 3, 12, 16)) * 50, ["conv1_2", "conv2_1"])
+    A = {name: gram(blob(np, dtype, F[name].shape)) for name in F}
+    for name, F_l in F.items():
+        assert not F_l.flags.c_contiguous and fc.hwc_view(F_l).flags.c_contiguous
+        E, dF = style_loss(F_l, A[name])
+        assert dF.shape == F_l.shape and fc.hwc_view(dF).flags.c_contiguous
+        E_c, dF_c = style_loss(np.ascontiguousarray(F_l), A[name])
+        assert dF_c.flags.c_contiguous
+        assert E == pytest.approx(E_c, rel=RTOL_LAYER[dtype]) and max_rel_error(dF, dF_c) < RTOL_LAYER[dtype]
 
 
 def test_the_objective_and_its_gradient_match_the_reference(dtype):
