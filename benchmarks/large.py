@@ -48,7 +48,7 @@ def layer_shapes(weights, arch, size):
 
 def memory_plan(weights, arch, size, kernels="fast", maxcor=20, band_bytes=None):
     """The bytes a transfer holds at its peak, by item (float32 network, SciPy L-BFGS-B in float64)."""
-    from refstyle.fastconv import BAND_BYTES
+    from refstyle.fastconv import BAND_BYTES, SMALL_LAYER
 
     convs = layer_shapes(weights, arch, size)
     n = 3 * size * size
@@ -57,13 +57,12 @@ def memory_plan(weights, arch, size, kernels="fast", maxcor=20, band_bytes=None)
     plan = {
         "weights (float32)": sum(4 * W.size + 4 * b.size for name, (W, b) in weights.items() if name in act),
         "targets P and A": sum(act[n_] for n_ in CONTENT_LAYERS) + sum(4 * O * O for name, C, O, H, W in convs if name in STYLE_LAYERS),
-        "responses F at the loss layers (Caffe blobs, kept by the objective)": sum(act[n_] for n_ in loss_layers),
+        "responses F at the loss layers (kept by the objective)": sum(act[n_] for n_ in loss_layers),
         "their gradients dL/dF (kept by the objective)": sum(act[n_] for n_ in loss_layers),
         "L-BFGS-B: history 2·m·n and work 5·n (float64)": 8 * (2 * maxcor + 5) * n,
         "L-BFGS-B: bounds l, u (float64) and integer work": (8 + 8 + 16) * n,
         "x and its gradient in float64 for SciPy, the best image": (8 + 8 + 4) * n,
     }
-    first = convs[0]
     big = max(act.values())  # the largest response: conv1_x
     if kernels == "reference":
         plan["responses kept for the backward (ReLU caches)"] = sum(act.values())
@@ -72,8 +71,10 @@ def memory_plan(weights, arch, size, kernels="fast", maxcor=20, band_bytes=None)
         plan["largest layer's scratch (im2col of conv1_2, padded input)"] = 4 * 9 * C * H * W + 4 * C * (H + 2) * (W + 2)
         plan["gradient in flight (two responses)"] = 2 * big
     else:
-        plan["Winograd filters 16/9 of the weights (+ backward copies of the small layers)"] = int(
-            plan["weights (float32)"] * 16 / 9 - 16 / 9 * 4 * first[1] * first[2] * 9)
+        # one layer's transformed filters at a time (made in each sweep): the largest layer's,
+        # or a small layer's with its contiguous backward copy
+        plan["Winograd filters of one layer (workspace)"] = max(
+            4 * 16 * C * O * (1 if C * O > SMALL_LAYER else 2) for name, C, O, H, W in convs[1:])
         plan["ReLU masks, one bit per response element"] = sum(a // 32 for a in act.values())
         plan["workspace (bands of tiles)"] = BAND_BYTES if band_bytes is None else band_bytes
         plan["gradient in flight: a layer's input and output"] = 2 * big

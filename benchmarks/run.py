@@ -108,10 +108,10 @@ def median_seconds(f, repeat):
     return statistics.median(times)
 
 
-def matmul_peak(repeat=3):
+def matmul_peak(repeat=3, sizes=(1024, 2048, 4096)):
     """The best float32 GEMM rate of NumPy here, GFLOP/s, over a few square sizes."""
     best = 0.0
-    for n in (1024, 2048, 4096):
+    for n in sizes:
         a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
         best = max(best, 2 * n**3 / median_seconds(lambda: a @ a, repeat) / 1e9)
     return best
@@ -189,13 +189,18 @@ class TorchObjective:
         F = F.reshape(F.shape[1], -1)
         return F @ F.T
 
-    def __call__(self, x):
-        xt = self.torch.from_numpy(np.asarray(x, np.float32)).requires_grad_(True)
+    def loss(self, xt):
+        """L_total of the image tensor ``xt``, recorded by autograd."""
         F = self.net(xt)
         loss = sum(0.5 * ((F[n] - self.P[n]) ** 2).sum() for n in CONTENT_LAYERS) * self.alpha
         for n in STYLE_LAYERS:
             N, M = F[n].shape[1], F[n].shape[2] * F[n].shape[3]
             loss = loss + self.beta * self.w[n] * ((self.gram(F[n]) - self.A[n]) ** 2).sum() / (4 * N**2 * M**2)
+        return loss
+
+    def __call__(self, x):
+        xt = self.torch.from_numpy(np.asarray(x, np.float32)).requires_grad_(True)
+        loss = self.loss(xt)
         loss.backward()
         return float(loss.item()), xt.grad.numpy()
 
@@ -386,6 +391,7 @@ def parse_args(argv):
     ap.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
     ap.add_argument("--no-torch", dest="torch", action="store_false", help="do not compare with PyTorch")
     ap.add_argument("--weights", help="a weight file (default: random weights of the real widths)")
+    ap.add_argument("--peak-sizes", default="1024,2048,4096", help="square matmul sizes for the peak (default 1024,2048,4096)")
     ap.add_argument("-o", "--output", help="write the results as JSON here")
     ap.add_argument("--update", action="store_true",
                     help="keep the other configurations already in --output (re-run a disturbed one alone)")
@@ -413,7 +419,7 @@ def main(argv=None):
         impls.append("torch")
     import scipy.optimize  # noqa: F401  (imported before any timing: its first import takes a while)
 
-    peak = matmul_peak()
+    peak = matmul_peak(sizes=[int(n) for n in args.peak_sizes.split(",")])
     results = {"machine": machine_info(torch), "command": "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "matmul_peak_gflops": peak, "unix_time": time.time(), "results": []}
     kept = []
