@@ -8,8 +8,8 @@ on the same device, alternating. Every timed call ends with a synchronisation of
 device, so the figures are the kernels' own time. Then a whole transfer: ``--transfer``
 iterations of refstyle's ``lbfgs_xp`` (L-BFGS on the array module: nothing leaves the
 GPU) and of ``torch.optim.LBFGS`` (strong Wolfe, history 20), from the same white noise.
-Memory: CuPy's pool after the run (it keeps what it once held, so about the peak) and
-PyTorch's ``max_memory_allocated``.
+Memory, per configuration: CuPy's pool (it keeps what it once held, so about the
+peak) and PyTorch's ``max_memory_allocated``.
 
 One short prepared run for a lent GPU (see ``benchmarks/README.md``)::
 
@@ -20,6 +20,7 @@ script itself where there is no GPU (``--sizes 64 --repeat 2 --transfer 5``).
 """
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -35,29 +36,20 @@ import run  # noqa: E402  (benchmarks/run.py: the problem, the weights, the PyTo
 import refstyle  # noqa: E402
 from refstyle.backend import have_gpu  # noqa: E402
 from refstyle.conventions import get_convention  # noqa: E402
+from refstyle.network import KERNELS  # noqa: E402
 from refstyle.images import white_noise  # noqa: E402
 from refstyle.objective import Objective, content_targets, style_targets  # noqa: E402
 from refstyle.optimize import lbfgs_xp  # noqa: E402
 
 
 class TorchObjective(run.TorchObjective):
-    """:class:`run.TorchObjective` with its weights and targets on ``device``; takes and gives tensors there."""
-
-    def __init__(self, torch, device, *args):
-        super().__init__(torch, *args)
-        self.device = device
-        self.params = {n: (W.to(device), b.to(device)) for n, (W, b) in self.params.items()}
-        self.P = {n: v.to(device) for n, v in self.P.items()}
-        self.A = {n: v.to(device) for n, v in self.A.items()}
+    """:class:`run.TorchObjective` that takes the image as a tensor on its device and gives the gradient there."""
 
     def __call__(self, x):
         xt = x.detach().clone().requires_grad_(True)
         loss = self.loss(xt)
         loss.backward()
         return float(loss.item()), xt.grad
-
-    def tensor(self, x):
-        return self.torch.from_numpy(np.asarray(x, np.float32)).to(self.device)
 
 
 def synchronizer(device, torch):
@@ -79,7 +71,7 @@ def build(impl, weights, arch, size, device, torch):
         paper = get_convention("paper")
         w = {n: paper.layer_weight(None, len(run.STYLE_LAYERS)) for n in run.STYLE_LAYERS}
         tdev = "cuda" if device == "gpu" else "cpu"
-        obj = TorchObjective(torch, tdev, weights, arch, size, paper.alpha, paper.beta, w)
+        obj = TorchObjective(torch, weights, arch, size, paper.alpha, paper.beta, w, tdev)
         return obj, obj.tensor(run.make_images(size)[2])
     net = refstyle.VGG(weights, arch=arch, pooling="avg", dtype="float32", device=device, kernels=impl)
     p, a, x0 = (net.xp.asarray(v) for v in run.make_images(size))
@@ -89,6 +81,7 @@ def build(impl, weights, arch, size, device, torch):
 
 
 def time_config(arch, size, impls, args, torch, sync):
+    reset_memory(args, torch)
     weights = run.make_weights(arch, args.weights)
     flops = run.nominal_flops(weights, arch, size)
     built = {impl: build(impl, weights, arch, size, args.device, torch) for impl in impls}
@@ -115,11 +108,16 @@ def time_config(arch, size, impls, args, torch, sync):
         for row in rows:
             row["ratio_to_torch"] = row["seconds"]["median"] / t_torch
             row["loss_rel_diff_to_torch"] = abs(row["loss"] - first["torch"]) / abs(first["torch"])
+    del built
+    used = memory(args, torch)
+    for row in rows:
+        row["memory"] = used
     return rows
 
 
 def transfer(impl, arch, size, iters, args, torch, sync):
     """Seconds for ``iters`` L-BFGS iterations from white noise (no pixel bounds, history 20)."""
+    reset_memory(args, torch)
     weights = run.make_weights(arch, args.weights)
     evaluate, _ = build(impl, weights, arch, size, args.device, torch)
     x0 = white_noise((size, size), seed=0)
@@ -141,7 +139,7 @@ def transfer(impl, arch, size, iters, args, torch, sync):
         opt.step(closure)
         sync()
         seconds = time.perf_counter() - t
-        state = opt.state[opt._params[0]]
+        state = opt.state[x]
         result = {"iterations": int(state["n_iter"]), "evaluations": count[0], "final_loss": float(evaluate(x)[0])}
     else:
         xp = evaluate.net.xp
@@ -153,17 +151,29 @@ def transfer(impl, arch, size, iters, args, torch, sync):
         seconds = time.perf_counter() - t
         result = {"iterations": res.iterations, "evaluations": res.evaluations, "final_loss": float(res.loss)}
     result.update(initial_loss=float(initial), seconds=seconds, seconds_per_iteration=seconds / max(1, result["iterations"]))
-    return {"arch": arch, "size": size, "impl": impl, "transfer": result}
+    return {"arch": arch, "size": size, "impl": impl, "transfer": result, "memory": memory(args, torch)}
 
 
-def memory(args, torch):
-    out = {}
+def reset_memory(args, torch):
+    """Free what the last configuration left, and restart the peak counters."""
+    gc.collect()
     if args.device == "gpu":
         import cupy
 
-        out["cupy_pool_total_mb"] = cupy.get_default_memory_pool().total_bytes() / 2**20
-        out["torch_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
+        cupy.get_default_memory_pool().free_all_blocks()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def memory(args, torch):
+    """Device memory since :func:`reset_memory`: CuPy's pool (it keeps what it held: about
+    refstyle's peak, over its kernel sets) and PyTorch's peak allocation."""
+    if args.device != "gpu":
+        return {}
+    import cupy
+
+    return {"cupy_pool_total_mb": cupy.get_default_memory_pool().total_bytes() / 2**20,
+            "torch_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20}
 
 
 def device_info(args, torch):
@@ -173,7 +183,8 @@ def device_info(args, torch):
 
         props = cupy.cuda.runtime.getDeviceProperties(0)
         info.update(gpu=props["name"].decode(), cupy=cupy.__version__, cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
-                    cudnn=torch.backends.cudnn.version())
+                    cudnn=torch.backends.cudnn.version(), cudnn_benchmark=torch.backends.cudnn.benchmark,
+                    tf32=torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
     else:
         info["cpu"] = run.cpu_model()
     return info
@@ -188,7 +199,8 @@ def parse_args(argv):
     ap.add_argument("--repeat", type=int, default=10, help="timed iterations per implementation (default 10)")
     ap.add_argument("--transfer", type=int, default=1000, metavar="N",
                     help="L-BFGS iterations of the whole transfer at the first size, 0 for none (default 1000)")
-    ap.add_argument("--transfer-kernels", default="reference", help="refstyle's kernels for the transfer (default reference)")
+    ap.add_argument("--transfer-kernels", default="auto",
+                    help="refstyle's kernels for the transfer (default auto: the faster of those timed at its size)")
     ap.add_argument("--weights", help="a weight file (default: random weights of the real widths)")
     ap.add_argument("-o", "--output", help="write the results as JSON here")
     return ap.parse_args(argv)
@@ -203,8 +215,15 @@ def main(argv=None):
         if not have_gpu():
             sys.exit("no GPU here (CuPy cannot see one): run on a machine with an NVIDIA GPU, or give --device cpu")
         torch.backends.cudnn.benchmark = True
+        # full float32 as CuPy's cuBLAS computes it: no TF32 tensor-core rounding
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     sync = synchronizer(args.device, torch)
-    impls = [k.strip() for k in args.kernels.split(",") if k.strip()] + ["torch"]
+    kernel_sets = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    for k in kernel_sets + ([] if args.transfer_kernels == "auto" else [args.transfer_kernels]):
+        if k not in KERNELS:
+            sys.exit(f"unknown kernels {k!r}: choose from {', '.join(KERNELS)}")
+    impls = kernel_sets + ["torch"]
     results = {"machine": device_info(args, torch), "command": "python benchmarks/gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "unix_time": time.time(), "results": []}
     print(results["machine"], flush=True)
@@ -219,14 +238,20 @@ def main(argv=None):
     sizes = [int(s) for s in args.sizes.split(",")]
     for arch in archs:
         for size in sizes:
-            for row in time_config(arch, size, impls, args, torch, sync):
+            rows = time_config(arch, size, impls, args, torch, sync)
+            for row in rows:
                 results["results"].append(row)
                 s = row["seconds"]
                 print(f"{arch} {size:>5} {row['impl']:>9}  {s['median'] * 1e3:8.2f} ms [{s['min'] * 1e3:.2f}..{s['max'] * 1e3:.2f}]"
                       f"  ratio {row.get('ratio_to_torch', float('nan')):5.2f}  {row['gflops']:8.1f} GFLOP/s", flush=True)
+            print(f"{arch} {size:>5} memory {rows[-1]['memory']}", flush=True)
             save()
     if args.transfer:
-        for impl in [args.transfer_kernels, "torch"]:
+        kernels = args.transfer_kernels
+        if kernels == "auto":  # the faster of refstyle's kernel sets at the transfer's size
+            timed = [r for r in results["results"] if (r["arch"], r["size"]) == (archs[0], sizes[0]) and r["impl"] != "torch"]
+            kernels = min(timed, key=lambda r: r["seconds"]["median"])["impl"]
+        for impl in [kernels, "torch"]:
             row = transfer(impl, archs[0], sizes[0], args.transfer, args, torch, sync)
             results["results"].append(row)
             tr = row["transfer"]
@@ -234,9 +259,6 @@ def main(argv=None):
                   f"in {tr['seconds']:.1f} s ({tr['seconds_per_iteration'] * 1e3:.1f} ms/iteration), loss {tr['final_loss']:.4g}",
                   flush=True)
             save()
-    results["memory"] = memory(args, torch)
-    save()
-    print(results["memory"])
     return 0
 
 

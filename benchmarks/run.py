@@ -158,21 +158,27 @@ def refstyle_objective(weights, arch, size, kernels):
 
 
 class TorchObjective:
-    """The same L_total in PyTorch: ``x (numpy) -> (loss, dL/dx as numpy float32)``."""
+    """The same L_total in PyTorch: ``x (numpy) -> (loss, dL/dx as numpy float32)``.
 
-    def __init__(self, torch, weights, arch, size, alpha, beta, layer_weights):
+    Weights and targets live on ``device`` (``"cpu"``, or ``"cuda"`` for ``benchmarks/gpu.py``).
+    """
+
+    def __init__(self, torch, weights, arch, size, alpha, beta, layer_weights, device="cpu"):
         import torch.nn.functional as tF
 
-        self.torch, self.tF = torch, tF
+        self.torch, self.tF, self.device = torch, tF, device
         self.layers = ARCHS[arch][: ARCHS[arch].index(DEEPEST) + 1]
-        self.params = {n: (torch.from_numpy(np.asarray(W, np.float32)), torch.from_numpy(np.asarray(b, np.float32)))
-                       for n, (W, b) in weights.items() if n in self.layers}
+        self.params = {n: (self.tensor(W), self.tensor(b)) for n, (W, b) in weights.items() if n in self.layers}
         self.alpha, self.beta, self.w = alpha, beta, layer_weights
         p, a, _ = make_images(size)
         with torch.no_grad():
-            Fp, Fa = self.net(torch.from_numpy(p)), self.net(torch.from_numpy(a))
+            Fp, Fa = self.net(self.tensor(p)), self.net(self.tensor(a))
             self.P = {n: Fp[n] for n in CONTENT_LAYERS}
             self.A = {n: self.gram(Fa[n]) for n in STYLE_LAYERS}
+
+    def tensor(self, a):
+        """A NumPy array as a float32 tensor on the device."""
+        return self.torch.from_numpy(np.asarray(a, np.float32)).to(self.device)
 
     def net(self, h):
         out = {}

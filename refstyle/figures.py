@@ -234,8 +234,9 @@ def cell_key(job, sha256):
         "pooling": job.pooling,
         "dtype": job.dtype,
         "device": job.device,
-        "kernels": job.kernels,
     }
+    if job.kernels != "reference":  # cells cached before the kernels were a choice keep their keys
+        record["kernels"] = job.kernels
     text = json.dumps(record, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

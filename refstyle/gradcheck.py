@@ -93,7 +93,7 @@ def check_gradient(f, x, coords=20, directions=5, h=None, seed=0, largest=5):
     """
     xp = array_module(x)
     rng = np.random.default_rng(seed)
-    x = xp.array(x)  # a copy: the probes move it
+    x = xp.array(x, order="C")  # a copy (the probes move it), in C order for flat indexing
     _, g = f(x)
     g = to_numpy(g).astype(np.float64)
     if h is None:
@@ -111,7 +111,7 @@ def check_gradient(f, x, coords=20, directions=5, h=None, seed=0, largest=5):
 
     probes = []
     for i in picks:
-        u = xp.zeros_like(x)
+        u = xp.zeros(x.shape, dtype=x.dtype)
         u.reshape(-1)[int(i)] = 1
         numeric = along(u)
         where = tuple(int(j) for j in np.unravel_index(int(i), x.shape))

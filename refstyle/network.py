@@ -182,9 +182,10 @@ class VGG:
         -------
         F : dict
             ``{name: array of shape (1, N_l, H_l, W_l)}`` for each requested layer. With
-            the fast kernels each is a view of the network's channels-last array
-            (:func:`refstyle.fastconv.nchw_view`): the blob's shape and values, not its
-            memory order (``numpy.ascontiguousarray`` makes a Caffe-ordered copy).
+            the fast kernels each is, where the layer's array is contiguous, a view of the
+            network's channels-last array (:func:`refstyle.fastconv.nchw_view`): the
+            blob's shape and values, not its memory order (``numpy.ascontiguousarray``
+            makes a Caffe-ordered copy).
         cache : NetCache
             What :meth:`backward` needs.
         """
@@ -219,8 +220,9 @@ class VGG:
                 h, cache = fastconv.pool_forward(h, self.pooling)
             caches.append(cache)
             shapes.append((1, h.shape[2], h.shape[0], h.shape[1]))
-            if name in layers:
-                F[name] = fastconv.nchw_view(h)  # the blob's shape, channels-last memory: no copy
+            if name in layers:  # the blob's shape, channels-last memory: no copy, unless a
+                # cropped view (odd width) would make every matrix view of it a copy
+                F[name] = fastconv.nchw_view(h) if h.flags.c_contiguous else fastconv.nchw(h)
         return F, NetCache(self.layers[: depth + 1], tuple(caches), tuple(shapes))
 
     def backward(self, dF, cache):

@@ -53,7 +53,8 @@ def test_gpu_py_on_the_cpu(tmp_path):
     for impl in ("reference", "fast"):
         assert timed[impl]["loss_rel_diff_to_torch"] < 1e-5
     transfers = {row["impl"]: row["transfer"] for row in r["results"] if "transfer" in row}
-    assert set(transfers) == {"reference", "torch"}
+    faster = min(("reference", "fast"), key=lambda k: timed[k]["seconds"]["median"])
+    assert set(transfers) == {faster, "torch"}  # --transfer-kernels auto: the faster kernel set
     for t in transfers.values():
         assert t["iterations"] == 2 and math.isfinite(t["final_loss"]) and t["final_loss"] < t["initial_loss"]
-    assert transfers["reference"]["initial_loss"] == pytest.approx(transfers["torch"]["initial_loss"], rel=1e-5)
+    assert transfers[faster]["initial_loss"] == pytest.approx(transfers["torch"]["initial_loss"], rel=1e-5)

@@ -19,7 +19,7 @@ from refstyle import fastconv as fc
 from refstyle import layers as L
 from refstyle.backend import to_numpy
 from refstyle.errors import RefstyleError
-from refstyle.losses import gram, style_loss
+from refstyle.losses import as_matrix, content_loss, gram, style_loss
 from refstyle.objective import Objective, content_targets, style_targets
 
 rng = np.random.default_rng(2024)
@@ -236,7 +236,9 @@ def test_layout_conversions(xp, shape):
     assert v.shape == shape and fc.hwc_view(v).flags.c_contiguous
     np.testing.assert_array_equal(to_numpy(v), to_numpy(x))
     copy = fc.to_hwc(v)
+    np.testing.assert_array_equal(to_numpy(copy), to_numpy(h))
     copy[...] = 0  # a copy: h is not touched
+    np.testing.assert_array_equal(to_numpy(h), to_numpy(x)[0].transpose(1, 2, 0))
     np.testing.assert_array_equal(to_numpy(fc.add_nchw(h.copy(), v)), 2 * to_numpy(h))
 
 
@@ -279,20 +281,42 @@ def test_vgg_responses_and_gradients_match_the_reference(arch, pooling, kernels,
         np.testing.assert_array_equal(dF[name], dF0[name])  # the gradients given are not written to
 
 
-def test_responses_and_style_gradients_stay_channels_last(dtype):
-    # even sizes: the responses are views of the network's channels-last arrays (no copy),
-    # and the style loss gives its gradient in the same memory order (no transposing copy)
+@pytest.mark.parametrize("width", [16, 14])
+def test_responses_and_style_gradients_stay_channels_last(dtype, width):
+    # the responses are views of the network's channels-last arrays (no copy), and the
+    # style loss gives its gradient in the same memory order (no transposing copy); where
+    # a layer's width is odd (14 → 7 at conv2_1) the response is a Caffe-ordered copy
     w = refstyle.generate_weights("vgg16", widths=WIDTHS, seed=5, depth="conv2_1")
     net = refstyle.VGG(w, dtype=dtype, kernels="fast")
-    F, _ = net.forward(rng.standard_normal((1, 3, 12, 16)) * 50, ["conv1_2", "conv2_1"])
+    F, _ = net.forward(rng.standard_normal((1, 3, 12, width)) * 50, ["conv1_2", "conv2_1"])
     A = {name: gram(blob(np, dtype, F[name].shape)) for name in F}
     for name, F_l in F.items():
-        assert not F_l.flags.c_contiguous and fc.hwc_view(F_l).flags.c_contiguous
+        channels_last = F_l.shape[3] % 2 == 0
+        assert fc.hwc_view(F_l).flags.c_contiguous == channels_last
+        assert F_l.flags.c_contiguous != channels_last
+        assert np.shares_memory(as_matrix(F_l), F_l)  # a matrix view, in either order
         E, dF = style_loss(F_l, A[name])
-        assert dF.shape == F_l.shape and fc.hwc_view(dF).flags.c_contiguous
+        assert dF.shape == F_l.shape and fc.hwc_view(dF).flags.c_contiguous == channels_last
         E_c, dF_c = style_loss(np.ascontiguousarray(F_l), A[name])
         assert dF_c.flags.c_contiguous
         assert E == pytest.approx(E_c, rel=RTOL_LAYER[dtype]) and max_rel_error(dF, dF_c) < RTOL_LAYER[dtype]
+
+
+def test_gradient_checks_take_channels_last_responses():
+    # check_gradient probes a copy of its input by flat index: in C order, whatever x's order
+    w = refstyle.generate_weights("vgg16", widths=WIDTHS, seed=6, depth="conv1_2")
+    net = refstyle.VGG(w, dtype="float64", kernels="fast")
+    F_l = net.forward(rng.standard_normal((1, 3, 6, 8)) * 50, "conv1_2")[0]["conv1_2"]
+    assert not F_l.flags.c_contiguous
+    P = rng.standard_normal(F_l.shape)
+    report = refstyle.check_gradient(lambda f: content_loss(f, P), F_l, coords=5, directions=2)
+    assert report.max_rel_error < 1e-5  # the old flat indexing of a channels-last copy gave 1.0
+
+
+def test_winograd_filters_refuse_an_out_they_cannot_write():
+    W = rng.standard_normal((4, 6, 3, 3))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fc.winograd_filters(W, out=np.zeros((16, 6, 4)).transpose(0, 2, 1))
 
 
 def test_the_objective_and_its_gradient_match_the_reference(dtype):
