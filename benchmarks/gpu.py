@@ -33,12 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run  # noqa: E402  (benchmarks/run.py: the problem, the weights, the PyTorch objective)
 
-import refstyle  # noqa: E402
 from refstyle.backend import have_gpu  # noqa: E402
-from refstyle.conventions import get_convention  # noqa: E402
 from refstyle.network import KERNELS  # noqa: E402
 from refstyle.images import white_noise  # noqa: E402
-from refstyle.objective import Objective, content_targets, style_targets  # noqa: E402
 from refstyle.optimize import lbfgs_xp  # noqa: E402
 
 
@@ -66,18 +63,9 @@ def synchronizer(device, torch):
 
 
 def build(impl, weights, arch, size, device, torch):
-    """``(evaluate, x0)`` on the device for a refstyle kernel set or ``"torch"``."""
-    if impl == "torch":
-        paper = get_convention("paper")
-        w = {n: paper.layer_weight(None, len(run.STYLE_LAYERS)) for n in run.STYLE_LAYERS}
-        tdev = "cuda" if device == "gpu" else "cpu"
-        obj = TorchObjective(torch, weights, arch, size, paper.alpha, paper.beta, w, tdev)
-        return obj, obj.tensor(run.make_images(size)[2])
-    net = refstyle.VGG(weights, arch=arch, pooling="avg", dtype="float32", device=device, kernels=impl)
-    p, a, x0 = (net.xp.asarray(v) for v in run.make_images(size))
-    obj = Objective(net, content_targets(net, p, run.CONTENT_LAYERS),
-                    style_targets(net, [a], run.STYLE_LAYERS))
-    return obj, x0
+    """``(evaluate, x0)`` of :func:`run.build`, with ``x0`` on the device."""
+    evaluate, x0 = run.build(impl, weights, arch, size, torch, device, torch_objective=TorchObjective)
+    return evaluate, evaluate.tensor(x0) if impl == "torch" else evaluate.net.xp.asarray(x0)
 
 
 def time_config(arch, size, impls, args, torch, sync):

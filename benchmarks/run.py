@@ -150,8 +150,8 @@ def make_images(size, seed=0):
     return p, a, x0
 
 
-def refstyle_objective(weights, arch, size, kernels):
-    net = refstyle.VGG(weights, arch=arch, pooling="avg", dtype="float32", kernels=kernels)
+def refstyle_objective(weights, arch, size, kernels, device="cpu"):
+    net = refstyle.VGG(weights, arch=arch, pooling="avg", dtype="float32", device=device, kernels=kernels)
     p, a, x0 = make_images(size)
     obj = Objective(net, content_targets(net, p, CONTENT_LAYERS), style_targets(net, [a], STYLE_LAYERS))
     return obj, x0
@@ -219,17 +219,21 @@ def import_torch():
     return torch
 
 
-def build(impl, weights, arch, size, torch):
+def build(impl, weights, arch, size, torch, device="cpu", torch_objective=None):
     """``(evaluate, x0)`` for ``impl``: a refstyle kernel set's name or ``"torch"``.
 
     Both take the paper's defaults: :class:`refstyle.Objective`'s, and for PyTorch the
-    same ones from :func:`refstyle.conventions.get_convention`.
+    same ones from :func:`refstyle.conventions.get_convention`. ``device`` is
+    refstyle's (``"cpu"`` or ``"gpu"``; PyTorch then uses ``"cuda"``), ``torch_objective``
+    a subclass of :class:`TorchObjective` to build instead; ``x0`` is a NumPy array.
     """
     if impl != "torch":
-        return refstyle_objective(weights, arch, size, impl)
+        return refstyle_objective(weights, arch, size, impl, device)
     paper = get_convention("paper")
     w = {n: paper.layer_weight(None, len(STYLE_LAYERS)) for n in STYLE_LAYERS}
-    return TorchObjective(torch, weights, arch, size, paper.alpha, paper.beta, w), make_images(size)[2]
+    cls = torch_objective or TorchObjective
+    obj = cls(torch, weights, arch, size, paper.alpha, paper.beta, w, "cuda" if device == "gpu" else "cpu")
+    return obj, make_images(size)[2]
 
 
 def lbfgs_run(evaluate, x0, iters):
