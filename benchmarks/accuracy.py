@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import refstyle  # noqa: E402
 from run import CONTENT_LAYERS, DEEPEST, STYLE_LAYERS, make_images, make_weights  # noqa: E402
 
-from refstyle.objective import Objective, content_targets, style_targets  # noqa: E402
+from refstyle.paper.objective import Objective, content_targets, style_targets  # noqa: E402
 
 
 def rel(a, b):

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (benchmarks/run.py: the problem, the weights, the PyTorch objective)
 
 from refstyle.backend import have_gpu  # noqa: E402
-from refstyle.network import KERNELS  # noqa: E402
-from refstyle.images import white_noise  # noqa: E402
-from refstyle.optimize import lbfgs_xp  # noqa: E402
+from refstyle.nn.kernels import KERNELS  # noqa: E402
+from refstyle.paper.images import white_noise  # noqa: E402
+from refstyle.paper.optimize import lbfgs_xp  # noqa: E402
 
 
 class TorchObjective(run.TorchObjective):

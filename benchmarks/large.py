@@ -6,7 +6,7 @@ backward sweeps is one bit per response element, the ReLU masks; every other
 activation is freed as soon as the next layer has read it) and for
 ``kernels="reference"`` (each layer's response kept for the backward, and im2col
 matrices of 9·C rows). Then it runs ``--iters`` iterations of the paper's optimiser
-(SciPy's L-BFGS-B, history 20, :func:`refstyle.optimize.lbfgs`) from white noise and
+(SciPy's L-BFGS-B, history 20, :func:`refstyle.paper.optimize.lbfgs`) from white noise and
 reports the process's peak resident memory (``VmHWM``) and the time per evaluation.
 
     python benchmarks/large.py --size 2048 --iters 2                # the plan, then the run
@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import refstyle  # noqa: E402
 from run import CONTENT_LAYERS, DEEPEST, MALLOC_ENV, STYLE_LAYERS, _status_kb, make_weights  # noqa: E402
 
-from refstyle.network import ARCHS  # noqa: E402
-from refstyle.objective import Objective, content_targets, style_targets  # noqa: E402
+from refstyle.nn.arch import ARCHS  # noqa: E402
+from refstyle.paper.objective import Objective, content_targets, style_targets  # noqa: E402
 
 GB = 2**30
 
@@ -48,7 +48,7 @@ def layer_shapes(weights, arch, size):
 
 def memory_plan(weights, arch, size, kernels="fast", maxcor=20, band_bytes=None):
     """The bytes a transfer holds at its peak, by item (float32 network, SciPy L-BFGS-B in float64)."""
-    from refstyle.fastconv import BAND_BYTES, SMALL_LAYER
+    from refstyle.nn.fast import BAND_BYTES, SMALL_LAYER
 
     convs = layer_shapes(weights, arch, size)
     n = 3 * size * size
@@ -104,8 +104,8 @@ def run(args):
     obj = Objective(net, content_targets(net, p, CONTENT_LAYERS), style_targets(net, [a], STYLE_LAYERS))
     del p, a
     t_targets = time.perf_counter() - t0
-    from refstyle.images import white_noise
-    from refstyle.optimize import lbfgs
+    from refstyle.paper.images import white_noise
+    from refstyle.paper.optimize import lbfgs
 
     x0 = white_noise((args.size, args.size), seed=0)
     times = []

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from refstyle.backend import device_module
-from refstyle.optimize import lbfgs, lbfgs_xp
+from refstyle.paper.optimize import lbfgs, lbfgs_xp
 
 
 def quadratic(xp, shape, seed=0):

@@ -50,9 +50,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import refstyle  # noqa: E402
-from refstyle.conventions import PAPER_STYLE_LAYERS, get_convention  # noqa: E402
-from refstyle.network import ARCHS, KERNELS, VGG_WIDTHS  # noqa: E402
-from refstyle.objective import Objective, content_targets, style_targets  # noqa: E402
+from refstyle.paper.conventions import PAPER_STYLE_LAYERS, get_convention  # noqa: E402
+from refstyle.nn.arch import ARCHS, VGG_WIDTHS  # noqa: E402
+from refstyle.nn.kernels import KERNELS  # noqa: E402
+from refstyle.paper.objective import Objective, content_targets, style_targets  # noqa: E402
 
 CONTENT_LAYERS = ["conv4_2"]
 STYLE_LAYERS = list(PAPER_STYLE_LAYERS)
@@ -223,7 +224,7 @@ def build(impl, weights, arch, size, torch, device="cpu", torch_objective=None):
     """``(evaluate, x0)`` for ``impl``: a refstyle kernel set's name or ``"torch"``.
 
     Both take the paper's defaults: :class:`refstyle.Objective`'s, and for PyTorch the
-    same ones from :func:`refstyle.conventions.get_convention`. ``device`` is
+    same ones from :func:`refstyle.paper.conventions.get_convention`. ``device`` is
     refstyle's (``"cpu"`` or ``"gpu"``; PyTorch then uses ``"cuda"``), ``torch_objective``
     a subclass of :class:`TorchObjective` to build instead; ``x0`` is a NumPy array.
     """
@@ -238,7 +239,7 @@ def build(impl, weights, arch, size, torch, device="cpu", torch_objective=None):
 
 def lbfgs_run(evaluate, x0, iters):
     """Seconds per iteration of SciPy's L-BFGS-B (refstyle's paper settings) over ``evaluate``."""
-    from refstyle.optimize import lbfgs
+    from refstyle.paper.optimize import lbfgs
 
     t = time.perf_counter()
     result = lbfgs(evaluate, x0, iters)

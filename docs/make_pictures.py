@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import refstyle  # noqa: E402
-from refstyle.images import resize_longer, white_noise  # noqa: E402
+from refstyle.paper.images import resize_longer, white_noise  # noqa: E402
 from refstyle.io import atomic_path  # noqa: E402
-from refstyle.optimize import lbfgs  # noqa: E402
+from refstyle.paper.optimize import lbfgs  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "img")
@@ -69,7 +69,7 @@ def main(shared):
     axes[0].imshow(photo)
     axes[0].set_title("photograph", fontsize=8)
     for ax, (n, image) in zip(axes[1:], shots.items()):
-        ax.imshow(refstyle.images.to_uint8(refstyle.deprocess(image)))
+        ax.imshow(refstyle.paper.images.to_uint8(refstyle.deprocess(image)))
         ax.set_title(f"from conv2_1, {n} iterations", fontsize=8)
     for ax in axes:
         ax.set_axis_off()

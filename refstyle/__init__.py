@@ -9,17 +9,27 @@ GPU), computed the way Caffe computes them::
     F, cache = net.forward(x, ["conv1_1", "conv4_2"])    # x: 1×3×H×W, BGR, mean subtracted
     dx = net.backward({"conv4_2": dF}, cache)            # ∂(Σ F·dF)/∂x
     x = refstyle.preprocess(rgb_uint8); rgb = refstyle.deprocess(x)
+
+The package is layered, each layer importing only from those below it:
+
+- foundation: :mod:`.errors`, :mod:`.backend` (NumPy or CuPy), :mod:`.io`, :mod:`.progress`;
+- :mod:`refstyle.nn`: the network (layer tables, layers, kernel sets, :class:`VGG`);
+- :mod:`refstyle.weights`: weights in memory, their file formats, the known weights;
+- :mod:`refstyle.paper`: the paper's method (images, losses, objective, optimisers, synthesis);
+- :mod:`refstyle.app`: the command line, validation, ``explain``, the figures.
 """
 
-__version__ = "0.1.0"
-
 from .errors import ImageError, LayerError, RefstyleError, WeightsError
-from .gradcheck import check_gradient
-from .images import deprocess, load_image, preprocess, resize_longer, save_image
-from .losses import content_loss, gram, style_loss
-from .network import ARCHS, VGG, VGG16_LAYERS, VGG19_LAYERS
-from .objective import Objective, content_targets, style_targets
-from .synthesis import Settings, synthesize
+from .nn.arch import ARCHS, VGG16_LAYERS, VGG19_LAYERS
+from .nn.vgg import VGG
+from .paper import images
+from .paper.gradcheck import check_gradient
+from .paper.images import deprocess, load_image, preprocess, resize_longer, save_image
+from .paper.losses import content_loss, gram, style_loss
+from .paper.objective import Objective, build_objective, content_targets, style_targets
+from .paper.settings import Settings
+from .paper.synthesis import synthesize
+from .version import __version__
 from .weights import Weights, check_weights, generate_weights, load_weights, save_npz
 
 __all__ = [
@@ -27,6 +37,7 @@ __all__ = [
     "VGG",
     "VGG16_LAYERS",
     "VGG19_LAYERS",
+    "__version__",
     "ImageError",
     "LayerError",
     "Objective",
@@ -37,6 +48,7 @@ __all__ = [
     "check_gradient",
     "check_weights",
     "content_loss",
+    "build_objective",
     "content_targets",
     "deprocess",
     "generate_weights",

@@ -13,6 +13,7 @@ import numpy as np
 from .errors import RefstyleError
 
 DEVICES = ("cpu", "gpu")
+DTYPES = ("float32", "float64")  # float32 for speed, float64 where a gradient is checked
 
 
 def _cupy():
@@ -72,6 +73,6 @@ def to_numpy(a):
 def resolve_dtype(dtype):
     """Return a NumPy floating dtype: float32 (speed) or float64 (gradient checks)."""
     dt = np.dtype(dtype)
-    if dt not in (np.float32, np.float64):
-        raise RefstyleError(f"dtype must be float32 or float64, not {dt.name}")
+    if dt.name not in DTYPES:
+        raise RefstyleError(f"dtype must be {' or '.join(DTYPES)}, not {dt.name}")
     return dt

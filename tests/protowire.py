@@ -1,6 +1,6 @@
 """A tiny protobuf *encoder* for writing test caffemodels (the reader under test only decodes).
 
-Written from the wire-format rules, independently of ``refstyle.formats.caffemodel``:
+Written from the wire-format rules, independently of ``refstyle.weights.caffemodel``:
 a field is ``varint(number << 3 | wire_type)`` then its value; wire type 0 is a varint,
 2 a varint length then bytes, 5 four little-endian bytes.
 """

@@ -12,7 +12,7 @@ import pytest
 from conftest import max_rel_error, require_torch, shared_path
 
 import refstyle
-from refstyle.images import resize
+from refstyle.paper.images import resize
 
 LAYERS = ["conv1_1", "conv1_2", "pool1", "conv2_1", "conv3_1", "pool3", "conv4_2", "conv5_1", "conv5_3", "pool5"]
 GRAD_LAYERS = ["conv1_2", "conv3_1", "conv4_2", "conv5_1", "pool5"]
@@ -91,9 +91,9 @@ def torch_objective(torch, weights, x, p, a, alpha, beta, content_layers, style_
 
 
 def test_objective_agrees_with_pytorch(weights, x):
-    from refstyle.conventions import PAPER_STYLE_LAYERS
-    from refstyle.images import white_noise
-    from refstyle.objective import Objective, content_targets, style_targets
+    from refstyle.paper.conventions import PAPER_STYLE_LAYERS
+    from refstyle.paper.images import white_noise
+    from refstyle.paper.objective import Objective, content_targets, style_targets
 
     torch = require_torch()
     torch.set_num_threads(2)

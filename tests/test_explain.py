@@ -6,7 +6,7 @@ import numpy as np
 from conftest import shared_path
 from PIL import Image
 
-from refstyle.cli import main
+from refstyle.app.cli import main
 
 
 def explain(capsys, *argv):

@@ -1,4 +1,4 @@
-"""The fast kernels (refstyle.fastconv) against the reference ones (refstyle.layers).
+"""The fast kernels (refstyle.nn.fast) against the reference ones (refstyle.nn.layers).
 
 Every kernel the fast path replaces — the 3×3 convolution with its ReLU (Winograd,
 channels-last im2col, and im2col over planes for few channels), its input gradient,
@@ -15,12 +15,12 @@ import pytest
 from conftest import max_rel_error
 
 import refstyle
-from refstyle import fastconv as fc
-from refstyle import layers as L
+from refstyle.nn import fast as fc
+from refstyle.nn import layers as L
 from refstyle.backend import to_numpy
 from refstyle.errors import RefstyleError
-from refstyle.losses import as_matrix, content_loss, gram, style_loss
-from refstyle.objective import Objective, content_targets, style_targets
+from refstyle.paper.losses import as_matrix, content_loss, gram, style_loss
+from refstyle.paper.objective import Objective, content_targets, style_targets
 
 rng = np.random.default_rng(2024)
 
@@ -114,7 +114,7 @@ def test_winograd_filters_in_float32_are_rounded_float64_ones():
 @pytest.mark.parametrize("small_layer", [0, 10**9])
 def test_both_layouts_of_the_backward_filters_give_the_input_gradient(monkeypatch, small_layer):
     # big layers use views of U for the input gradient, small ones a contiguous copy
-    monkeypatch.setattr(fc, "SMALL_LAYER", small_layer)
+    monkeypatch.setattr(fc.conv, "SMALL_LAYER", small_layer)
     x, dF = rng.standard_normal((1, 20, 7, 6)), rng.standard_normal((1, 24, 7, 6))
     W, b = conv_weights(np, np.float64, 20, 24)
     z, conv_cache = L.conv_forward(x, W, b)
@@ -133,7 +133,7 @@ def test_the_fast_network_keeps_no_transformed_filters():
     weights = {name: conv_weights(np, np.float32, C, O) for name, C, O in
                [("conv1_1", 3, 16), ("conv1_2", 16, 16), ("conv2_1", 16, 24), ("conv2_2", 24, 24)]}
     net = refstyle.VGG(weights, arch="vgg16", kernels="fast")
-    for name, plan in net.plans.items():
+    for name, plan in net.kernel_set.plans.items():
         if plan.method == "winograd":
             assert plan.K is net.params[name][0] and plan.K_back is None
     x = blob(np, np.float32, (1, 3, 12, 10))
@@ -141,7 +141,7 @@ def test_the_fast_network_keeps_no_transformed_filters():
     net.backward({n: np.ones_like(v) for n, v in F.items()}, cache)
     largest = max(16 * W.shape[0] * W.shape[1] * 4 for W, _ in weights.values())
     # small layers add a contiguous copy for the input gradient
-    assert largest <= net.workspace.nbytes("filters") <= 2 * largest + 2 * fc.Workspace.ALIGN
+    assert largest <= net.kernel_set.workspace.nbytes("filters") <= 2 * largest + 2 * fc.Workspace.ALIGN
 
 
 def test_a_workspace_serves_layers_of_every_shape_in_turn():
@@ -263,8 +263,8 @@ def test_vgg_responses_and_gradients_match_the_reference(arch, pooling, kernels,
     w = refstyle.generate_weights(arch, widths=WIDTHS, seed=4)
     ref = refstyle.VGG(w, arch=arch, pooling=pooling, dtype=dtype, kernels="reference")
     net = refstyle.VGG(w, arch=arch, pooling=pooling, dtype=dtype, kernels=kernels)
-    assert net.plans["conv1_1"].method == "planes"
-    assert net.plans["conv1_2"].method == ("winograd" if kernels == "fast" else "im2col")
+    assert net.kernel_set.plans["conv1_1"].method == "planes"
+    assert net.kernel_set.plans["conv1_2"].method == ("winograd" if kernels == "fast" else "im2col")
     x = rng.standard_normal((1, 3, 19, 23)) * 50  # 19×23 → 10×12 → 5×6 → 3×3 → 2×2 → 1×1
     names = list(refstyle.ARCHS[arch])
     F, cache = net.forward(x, names)

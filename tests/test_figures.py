@@ -9,10 +9,10 @@ from conftest import IN_CI
 from PIL import Image
 
 import refstyle
-from refstyle import figures
-from refstyle.cli import main
+from refstyle.app import figures
+from refstyle.app.cli import main
 from refstyle.errors import RefstyleError
-from refstyle.figures import CellCache, cell_job, cell_key, find_images, load_grid, make_grid, parse_grid
+from refstyle.app.figures import CellCache, cell_job, cell_key, find_images, load_grid, make_grid, parse_grid
 
 rng = np.random.default_rng(21)
 
@@ -197,14 +197,14 @@ def test_local_workers_share_the_cores(monkeypatch):
 
 @pytest.mark.parametrize("option, expected", [((), "fast"), (("--kernels", "reference"), "reference")])
 def test_cells_run_with_the_kernels_asked_for(setup, capsys, monkeypatch, option, expected):
-    built, real_vgg = [], refstyle.network.VGG
+    built, real_vgg = [], figures.VGG
 
     def vgg(*args, **kwargs):
         net = real_vgg(*args, **kwargs)
         built.append(net.kernels)
         return net
 
-    monkeypatch.setattr(refstyle.network, "VGG", vgg)
+    monkeypatch.setattr(figures, "VGG", vgg)
     status, stdout, err = figure(capsys, setup, setup["dir"] / "grid.png", *option)
     assert status == 0, err
     assert built == [expected] * 4

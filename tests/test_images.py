@@ -8,7 +8,7 @@ from PIL import Image
 
 import refstyle
 from refstyle.errors import ImageError
-from refstyle.images import MEAN_BGR, resize, sized_inputs, to_uint8
+from refstyle.paper.images import MEAN_BGR, resize, sized_inputs, to_uint8
 
 rng = np.random.default_rng(3)
 

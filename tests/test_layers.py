@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import max_rel_error, numeric_gradient
 
-from refstyle import layers as L
+from refstyle.nn import layers as L
 from refstyle.backend import to_numpy
 
 rng = np.random.default_rng(1234)

@@ -25,8 +25,9 @@ from conftest import require_torch
 
 import refstyle
 from refstyle.errors import RefstyleError
-from refstyle.objective import Objective, content_targets, style_targets
-from refstyle.optimize import StopOptimization, _two_loop, lbfgs, lbfgs_xp, minimize_image
+from refstyle.paper.objective import Objective, content_targets, style_targets
+from refstyle.paper.lbfgs import _two_loop
+from refstyle.paper.optimize import StopOptimization, lbfgs, lbfgs_xp, minimize_image
 
 
 def quadratic(n=48, condition=100.0, seed=0):
@@ -62,7 +63,7 @@ def style_problem():
     net = refstyle.VGG(refstyle.generate_weights("vgg19", widths=(3, 3, 4, 4, 4), seed=2, dtype="float64"), dtype="float64")
     photo = rng.integers(0, 256, (27, 36, 3)).astype(np.uint8)
     art = rng.integers(0, 256, (36, 36, 3)).astype(np.uint8)
-    s = refstyle.Settings()
+    s = refstyle.Settings().resolved()
     P = content_targets(net, refstyle.preprocess(photo, "float64"), s.content_layers)
     A = style_targets(net, [refstyle.preprocess(art, "float64")], s.style_layers)
     objective = Objective(net, P, A, None, None, None)
@@ -71,7 +72,7 @@ def style_problem():
         e = objective.evaluate(x)
         return e.loss, e.grad
 
-    return evaluate, refstyle.images.white_noise((27, 36), 0, "float64")
+    return evaluate, refstyle.paper.images.white_noise((27, 36), 0, "float64")
 
 
 def iterates(optimizer, evaluate, x0, iters, **options):
@@ -304,4 +305,4 @@ def test_synthesize_with_lbfgs_xp_lowers_the_loss():
     assert result.history[-1] < 1e-2 * result.history[0], result.history  # observed 1e-3
     r = minimize_image(quadratic()[0], np.zeros((1, 3, 4, 4)), 5, "lbfgs-xp", maxcor=3)
     assert r.iterations == 5 and r.history[-1] < r.history[0]
-    assert "lbfgs-xp" in refstyle.optimize.OPTIMIZERS
+    assert "lbfgs-xp" in refstyle.paper.optimize.OPTIMIZERS

@@ -5,11 +5,11 @@ import pytest
 from conftest import max_rel_error, numeric_gradient
 
 import refstyle
-from refstyle.conventions import CONVENTIONS, PAPER_STYLE_LAYERS
+from refstyle.paper.conventions import CONVENTIONS, PAPER_STYLE_LAYERS
 from refstyle.errors import RefstyleError
-from refstyle.gradcheck import check_gradient
-from refstyle.losses import blend_grams, content_loss, gram, style_loss
-from refstyle.objective import Objective, content_targets, style_targets
+from refstyle.paper.gradcheck import check_gradient
+from refstyle.paper.losses import blend_grams, content_loss, gram, style_loss
+from refstyle.paper.objective import Objective, content_targets, style_targets
 
 rng = np.random.default_rng(42)
 
@@ -146,7 +146,7 @@ def test_conventions_reproduce_each_implementation(convention):
 
 def test_unknown_convention():
     with pytest.raises(RefstyleError, match="unknown convention 'keras'"):
-        refstyle.conventions.get_convention("keras")
+        refstyle.paper.conventions.get_convention("keras")
 
 
 def test_gradcheck_flags_a_wrong_gradient():
@@ -165,7 +165,7 @@ def test_gradcheck_flags_a_wrong_gradient():
 
 
 def test_total_variation_value_and_gradient():
-    from refstyle.losses import total_variation
+    from refstyle.paper.losses import total_variation
 
     x = rng.standard_normal((1, 3, 5, 7))
     L, dx = total_variation(x)
@@ -187,6 +187,6 @@ def test_objective_with_total_variation_gradient():
     smooth = Objective(net, P, A, alpha=1e-3, beta=1.0, tv_weight=0.1)
     report = check_gradient(smooth, x, coords=30, directions=5)
     assert report.max_rel_error < 1e-6, report.format()
-    from refstyle.losses import total_variation
+    from refstyle.paper.losses import total_variation
 
     assert smooth(x)[0] == pytest.approx(plain(x)[0] + 0.1 * total_variation(x)[0], rel=1e-12)

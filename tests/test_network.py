@@ -5,9 +5,9 @@ import pytest
 from conftest import max_rel_error, numeric_gradient
 
 import refstyle
-from refstyle import layers as L
+from refstyle.nn import layers as L
 from refstyle.errors import LayerError, RefstyleError, WeightsError
-from refstyle.network import conv_layers
+from refstyle.nn.arch import conv_layers
 
 rng = np.random.default_rng(7)
 

@@ -8,9 +8,9 @@ from conftest import shared_path
 from PIL import Image
 
 import refstyle
-from refstyle.cli import main
+from refstyle.app.cli import main
 from refstyle.errors import RefstyleError
-from refstyle.normalize import mean_responses, normalize, normalize_over_images
+from refstyle.paper.normalize import mean_responses, normalize, normalize_over_images
 
 rng = np.random.default_rng(8)
 

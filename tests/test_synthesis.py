@@ -11,9 +11,9 @@ from conftest import shared_path
 from PIL import Image
 
 import refstyle
-from refstyle.cli import main
-from refstyle.objective import Objective
-from refstyle.optimize import adam, gradient_descent, lbfgs
+from refstyle.app.cli import main
+from refstyle.paper.objective import Objective
+from refstyle.paper.optimize import adam, gradient_descent, lbfgs
 
 rng = np.random.default_rng(11)
 
@@ -73,7 +73,7 @@ def test_content_reconstruction_from_conv2_1_is_close(tmp_path):
     result = refstyle.synthesize(net, photo, [], settings)
     F, _ = net.forward(result.x, ["conv2_1"])
     P, _ = net.forward(refstyle.preprocess(photo), ["conv2_1"])
-    start, _ = net.forward(refstyle.images.white_noise(photo.shape[:2], 0), ["conv2_1"])
+    start, _ = net.forward(refstyle.paper.images.white_noise(photo.shape[:2], 0), ["conv2_1"])
     error = np.linalg.norm(F["conv2_1"] - P["conv2_1"]) / np.linalg.norm(P["conv2_1"])
     noise_error = np.linalg.norm(start["conv2_1"] - P["conv2_1"]) / np.linalg.norm(P["conv2_1"])
     assert error < 0.05 and noise_error > 0.5, (error, noise_error)
@@ -356,7 +356,7 @@ def test_each_step_reports_an_image_with_its_own_loss(optimizer, options):
 
 
 def test_preserve_color_keeps_the_photographs_chroma():
-    from refstyle.synthesis import preserve_color
+    from refstyle.paper.synthesis import preserve_color
 
     result = rng.random((6, 5, 3)) * 255
     photo = rng.integers(0, 256, (6, 5, 3)).astype(np.uint8)
@@ -372,7 +372,7 @@ def test_preserve_color_keeps_the_photographs_chroma():
 
 
 def test_two_scales_run_coarse_then_fine():
-    from refstyle.synthesis import scale_sizes
+    from refstyle.paper.synthesis import scale_sizes
 
     assert scale_sizes(26, 2) == [13, 26] and scale_sizes(25, 2) == [13, 25] and scale_sizes(100, 3) == [25, 50, 100]
     net, photo, art = _tiny_problem()

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 import refstyle
-from refstyle import losses
-from refstyle.cli import main
-from refstyle.validate import compare_arrays, read_gradient_file
+from refstyle.paper import losses
+from refstyle.app.cli import main
+from refstyle.app.validate import compare_arrays, read_gradient_file
 
 rng = np.random.default_rng(5)
 
@@ -50,7 +50,7 @@ def test_grad_writes_the_documented_keys(files, tmp_path, capsys):
 
 
 def test_grad_with_a_given_x_and_options(files, tmp_path):
-    x = refstyle.images.white_noise((11, 13), seed=9)
+    x = refstyle.paper.images.white_noise((11, 13), seed=9)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "g.npz"
     status = grad(
@@ -136,6 +136,6 @@ def test_gradcheck_command_flags_a_wrong_gradient(monkeypatch, capsys):
         E, dF = right(F, A)
         return E, 0.5 * dF
 
-    monkeypatch.setattr("refstyle.objective.style_loss", style_loss_missing_a_factor)
+    monkeypatch.setattr("refstyle.paper.objective.style_loss", style_loss_missing_a_factor)
     assert main(["gradcheck", "--size", "20", "--coords", "8", "--directions", "2"]) == 1
     assert "FAIL" in capsys.readouterr().out

@@ -1,0 +1,27 @@
+"""The ``refstyle`` command line: ``main(argv=None)``.
+
+``python -m refstyle`` and the ``refstyle`` console script call it, and so do the
+tests. The options are :mod:`refstyle.app.parser`'s, the commands
+:mod:`refstyle.app.commands`'. A user error (:class:`~refstyle.errors.RefstyleError`)
+is printed as one line on stderr and gives exit status 1; a bad option gives
+argparse's usage message and exit status 2; Ctrl-C exit status 130.
+"""
+
+import sys
+
+from ..errors import RefstyleError
+from .parser import build_parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args.run(args)
+    except RefstyleError as e:
+        print(f"refstyle: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("refstyle: interrupted", file=sys.stderr)
+        return 130
+    return status or 0

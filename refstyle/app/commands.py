@@ -1,0 +1,406 @@
+"""The ``refstyle`` commands: one handler per command, each a function of the parsed options.
+
+A handler reads its options (never changing them), builds what the run needs through
+the library's own entry points (:class:`~refstyle.paper.settings.Settings`,
+:func:`~refstyle.paper.objective.build_objective`, :func:`~refstyle.weights.load_weights`),
+runs it, and reports on stdout; a user error is a
+:class:`~refstyle.errors.RefstyleError`, which :func:`refstyle.app.cli.main` prints
+as one line. Handlers return the exit status (None is 0).
+"""
+
+import csv
+import io
+import json
+import os
+
+import numpy as np
+
+from ..errors import RefstyleError
+from ..io import atomic_path, check_writable, file_sha256
+from ..nn.arch import check_layers
+from ..nn.vgg import VGG
+from ..paper.conventions import PAPER_MAXCOR, PAPER_POOLING, get_convention, loss_weights
+from ..paper.gradcheck import check_gradient
+from ..paper.images import deprocess, load_image, resize_longer, save_image, sized_inputs, white_noise
+from ..paper.normalize import normalize_over_images
+from ..paper.objective import build_objective
+from ..paper.settings import Settings
+from ..paper.synthesis import check_size, synthesize
+from ..progress import Progress
+from ..version import __version__
+from ..weights import describe, generate_weights, load_weights, resolve_weights, save_npz
+from ..weights.cache import cache_dir, list_cache, list_sources
+from ..weights.catalogue import find_source
+from ..weights.download import fetch
+from .explain import explain as explain_steps
+from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
+from .validate import compare_files, gradient_arrays, write_gradient_file
+
+# ---------------------------------------------------------------------------
+# From the options to a run: its settings and its network
+# ---------------------------------------------------------------------------
+
+RECONSTRUCTIONS = ("content", "style")  # a reconstruction's kind: the one loss term it keeps
+
+
+def run_settings(args, kind="transfer"):
+    """The :class:`Settings` the options describe, for a transfer, a reconstruction or ``grad``.
+
+    ``kind``: ``"transfer"`` (and ``grad``, ``gradcheck``), ``"content"`` (only
+    ``α L_content`` at ``--layer``) or ``"style"`` (only ``β L_style`` at ``--layers``).
+    The convention's defaults fill what is not given (:meth:`Settings.resolved`).
+    """
+    convention = get_convention(args.convention)
+    alpha, beta, ratio = args.alpha, args.beta, args.ratio
+    content_layers, style_layers = args.content_layers, args.style_layers
+    if kind in RECONSTRUCTIONS:
+        if ratio is not None or (alpha if kind == "style" else beta) is not None:
+            raise RefstyleError("a reconstruction has one loss term: --ratio and the other term's weight do not apply")
+        if kind == "content":
+            alpha, beta, content_layers = (1.0 if alpha is None else alpha), 0.0, [args.layer]
+        else:
+            alpha, beta, style_layers = 0.0, (1.0 if beta is None else beta), args.layers
+    alpha, beta = loss_weights(convention, alpha, beta, ratio)
+    content_layers = tuple(convention.content_layers if content_layers is None else content_layers)
+    style_layers = tuple(convention.style_layers if style_layers is None else style_layers)
+    layer_weights = None
+    if args.layer_weights is not None:
+        if len(args.layer_weights) != len(style_layers):
+            raise RefstyleError(
+                f"--layer-weights has {len(args.layer_weights)} values for {len(style_layers)} style layers"
+            )
+        layer_weights = dict(zip(style_layers, args.layer_weights))
+    settings = Settings(
+        content_layers=content_layers, style_layers=style_layers, layer_weights=layer_weights, alpha=alpha,
+        beta=beta, convention=convention.name, style_blend=args.style_blend, size=args.size,
+        style_scale=args.style_scale, seed=args.seed,
+    )
+    if not hasattr(args, "iters"):  # grad, gradcheck: one evaluation, no optimiser
+        return settings
+    return settings._replace(
+        tv_weight=args.tv_weight, iters=args.iters, optimizer=args.optimizer, optimizer_options=_optimizer_options(args),
+        init=args.init, scales=args.scales, preserve_color=args.preserve_color,
+        bounds=args.optimizer == "lbfgs" and not args.no_bounds,
+    )
+
+
+def _optimizer_options(args):
+    if args.optimizer in ("lbfgs", "lbfgs-xp"):
+        if args.lr is not None:
+            raise RefstyleError("--lr is the step size of gd and adam; L-BFGS finds its own steps (drop --lr)")
+        return {"maxcor": PAPER_MAXCOR if args.maxcor is None else args.maxcor}
+    if args.maxcor is not None or args.no_bounds:
+        flag = "--maxcor" if args.maxcor is not None else "--no-bounds"
+        raise RefstyleError(f"{flag} is an option of lbfgs, not of {args.optimizer} (drop it)")
+    if args.lr is None:
+        return {}
+    if not args.lr > 0:
+        raise RefstyleError(f"--lr must be positive, not {args.lr}")
+    return {"lr": args.lr}
+
+
+def run_network(args, settings, weights=None, dtype=None):
+    """The :class:`VGG` of a run: ``--weights`` (or the ``weights`` given), checked to reach every loss layer."""
+    if weights is None:
+        weights = load_weights(args.weights, arch=args.arch)
+    convention = get_convention(settings.convention)
+    net = VGG(weights, arch=args.arch, pooling=args.pooling or convention.pooling, dtype=dtype or args.dtype,
+              kernels=args.kernels, device=getattr(args, "device", "cpu"))
+    check_layers(list(settings.content_layers) + list(settings.style_layers), net.arch, net.layers)
+    return net
+
+
+# ---------------------------------------------------------------------------
+# grad, gradcheck, compare: validating gradients
+# ---------------------------------------------------------------------------
+
+
+def grad(args):
+    check_writable(args.output, args.force)
+    settings = run_settings(args)
+    net = run_network(args, settings)
+    shape = None
+    if args.x is not None:
+        x = _load_x(args.x)
+        shape = x.shape[2:]
+    photo, artworks = sized_inputs(
+        load_image(args.content), [load_image(s) for s in args.styles], args.size, args.style_scale, shape
+    )
+    objective = build_objective(net, photo, artworks, settings)
+    if args.x is None:
+        x = white_noise(photo.shape[:2], args.seed, net.dtype, objective.convention.input_scale)
+    e = objective.evaluate(x)
+    record = {
+        "refstyle": __version__, "weights": args.weights, "arch": net.arch, "pooling": net.pooling,
+        "convention": settings.convention, "alpha": objective.alpha, "beta": objective.beta,
+        "content_layers": list(settings.content_layers), "style_layers": list(settings.style_layers),
+        "layer_weights": objective.layer_weights, "size": list(photo.shape[:2]),
+        "style_sizes": [list(a.shape[:2]) for a in artworks], "seed": args.seed, "dtype": net.dtype.name,
+        "content": args.content, "styles": args.styles, "x": args.x, "kernels": net.kernels,
+    }
+    write_gradient_file(args.output, gradient_arrays(x, e, record))
+    print(f"wrote {args.output}: loss {e.loss:.6e} (content {e.loss_content:.6e}, style {e.loss_style:.6e}), "
+          f"x {x.shape[2]}×{x.shape[3]}")
+
+
+def _load_x(path):
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise RefstyleError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RefstyleError(f"{path}: is a folder, not a .npy file") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise RefstyleError(f"{path}: not a readable .npy array ({e})") from None
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise RefstyleError(f"{path}: an .npz archive; --x takes one array saved with numpy.save as .npy")
+    if x.ndim != 4 or x.shape[:2] != (1, 3) or not np.issubdtype(x.dtype, np.floating) or 0 in x.shape:
+        raise RefstyleError(f"{path}: --x must be a float 1×3×H×W array in network layout, not {x.dtype} {x.shape}")
+    if not np.isfinite(x).all():
+        raise RefstyleError(f"{path}: --x holds NaN or infinite values")
+    return x
+
+
+def gradcheck(args):
+    weights = None
+    if args.weights == "generated":
+        widths = tuple(args.widths)
+        if len(widths) != 5:
+            raise RefstyleError("--widths takes five filter counts, one per block")
+        weights = generate_weights(args.arch or "vgg19", widths=widths, seed=args.seed)
+    settings = run_settings(args)
+    net = run_network(args, settings, weights, dtype="float64")
+    rng = np.random.default_rng(args.seed)
+    size = args.size
+    photo = load_image(args.content) if args.content else rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
+    art = load_image(args.style) if args.style else rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
+    photo, artworks = sized_inputs(photo, [art], size, args.style_scale)
+    objective = build_objective(net, photo, artworks, settings)
+    x = white_noise(photo.shape[:2], args.seed + 1, "float64", objective.convention.input_scale)
+    print(f"gradcheck: {net!r}, {settings.convention} losses, content {','.join(settings.content_layers)} "
+          f"style {','.join(settings.style_layers)}, image {photo.shape[0]}×{photo.shape[1]}")
+    report = check_gradient(objective, x, coords=args.coords, directions=args.directions, seed=args.seed)
+    print(report.format(args.tol))
+    return 0 if report.passed(args.tol) else 1
+
+
+def compare(args):
+    result = compare_files(args.a, args.b, args.tol)
+    print(f"A = {args.a}\nB = {args.b}")
+    print(result.format())
+    return 1 if result.failed else 0
+
+
+# ---------------------------------------------------------------------------
+# transfer, reconstruct: synthesis runs
+# ---------------------------------------------------------------------------
+
+
+def _synthesis_run(args, photo, artworks, kind):
+    """Shared by transfer and reconstruct: run, show progress, write the image, its log and metadata."""
+    stem, _ = os.path.splitext(args.output)
+    total = args.iters * args.scales
+    if args.save_every < 0:
+        raise RefstyleError(f"--save-every must be 0 (off) or a positive number, not {args.save_every}")
+    snapshots = [f"{stem}.{n:05d}.png" for n in range(args.save_every, total + 1, args.save_every)] if args.save_every else []
+    for path in [args.output, stem + ".losses.csv"] + snapshots:  # every file this run writes
+        check_writable(path, args.force)
+    settings = run_settings(args, kind)
+    net = run_network(args, settings)
+    scale = get_convention(settings.convention).input_scale
+    bar = Progress(total, label=f"{kind} ")
+    log, done = [], [0]
+
+    def on_step(step, e):
+        done[0] += 1
+        log.append((done[0], step.evaluations, round(step.seconds, 4), step.loss, e.loss_content, e.loss_style))
+        bar.update(done[0], f"loss {step.loss:.4e} (content {e.loss_content:.3e}, style {e.loss_style:.3e})")
+        if args.save_every and done[0] % args.save_every == 0:
+            save_image(deprocess(step.x, scale), f"{stem}.{done[0]:05d}.png")
+
+    try:
+        result = synthesize(net, photo, artworks, settings, callback=on_step)
+    finally:
+        bar.close()  # ends the progress line, so an error message starts on a line of its own
+    weights_path = resolve_weights(args.weights)
+    meta = {
+        "refstyle": __version__, "command": kind, "weights": args.weights, "weights_sha256": file_sha256(weights_path),
+        "arch": net.arch, "pooling": net.pooling, "dtype": net.dtype.name, "device": args.device, "kernels": net.kernels,
+        "settings": settings._asdict(), "iterations": sum(r.iterations for r in result.results),
+        "evaluations": sum(r.evaluations for r in result.results), "loss": result.results[-1].loss,
+        "interrupted": result.results[-1].interrupted,
+        "inputs": {"content": getattr(args, "content", None), "styles": getattr(args, "styles", None)},
+    }
+    save_image(result.rgb, args.output, text={"refstyle": json.dumps(meta, default=str)})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["iteration", "evaluations", "seconds", "loss", "loss_content", "loss_style"])
+    writer.writerows(log)
+    with atomic_path(stem + ".losses.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            f.write(buf.getvalue())
+    first = log[0][3] if log else float("nan")
+    if meta["interrupted"]:
+        print(f"interrupted after {meta['iterations']} iterations: wrote the best image so far to "
+              f"{os.path.abspath(args.output)}")
+        return 130
+    print(f"wrote {os.path.abspath(args.output)} ({result.rgb.shape[0]}×{result.rgb.shape[1]}): loss {first:.4e} -> {meta['loss']:.4e} "
+          f"in {meta['iterations']} iterations, {meta['evaluations']} evaluations; log {stem}.losses.csv")
+    return 0
+
+
+def transfer(args):
+    photo = load_image(args.content)
+    artworks = [load_image(a) for a in args.styles]
+    return _synthesis_run(args, photo, artworks, "transfer")
+
+
+def reconstruct(args):
+    image = load_image(args.image)
+    if args.what == "content":
+        return _synthesis_run(args, image, [], "content")
+    return _synthesis_run(args, None, [image], "style")
+
+
+# ---------------------------------------------------------------------------
+# figure, explain
+# ---------------------------------------------------------------------------
+
+
+def figure(args):
+    if args.list:
+        for name in builtin_figures():
+            grid = load_grid(name)
+            print(f"{name:<14} {len(grid.row_labels)}×{len(grid.col_labels)}  {grid.title}")
+        return 0
+    if args.name is None or args.output is None:
+        raise RefstyleError("give a figure name (or a grid .json file) and -o OUT.png; --list shows the figures")
+    if args.weights is None:
+        raise RefstyleError("give the VGG weights with --weights FILE")
+    check_writable(args.output, args.force)
+    grid = load_grid(args.name)
+    images = find_images(grid, args.images if args.images is not None else default_images_dir())
+    weights_path = resolve_weights(args.weights)
+    arch = load_weights(weights_path, arch=args.arch).meta["arch"]
+    bar = [None]
+
+    def progress(done, total, text):
+        if bar[0] is None:
+            bar[0] = Progress(total, label=f"{grid.name} cells ", unit="cells", start=done)
+        bar[0].update(done, text)
+
+    try:
+        result = make_grid(
+            grid, images, weights_path, arch=arch, pooling=args.pooling or PAPER_POOLING, dtype=args.dtype, device=args.device,
+            size=args.size, iters=args.iters, seed=args.seed, jobs=args.jobs, scheduler=args.scheduler,
+            cache_dir=args.cache, progress=progress, kernels=args.kernels,
+        )
+    finally:
+        if bar[0] is not None:
+            bar[0].close()
+    caption = (f"refstyle {__version__} · weights {os.path.basename(weights_path)} ({arch}, {args.pooling or PAPER_POOLING} "
+               f"pooling) · {args.size} px · {args.iters} L-BFGS iterations · seed {args.seed}")
+    draw_grid(grid, result, args.output, caption)
+    print(f"wrote {os.path.abspath(args.output)}: {result.computed} cells computed, {result.cached} from the cache")
+    return 0
+
+
+def explain(args):
+    if args.weights is None:
+        weights = generate_weights(args.arch or "vgg19", seed=args.seed)
+        print(f"(no --weights: a small generated {args.arch or 'vgg19'} with random filters; give real weights "
+              "to see real responses)")
+    else:
+        weights = load_weights(args.weights, arch=args.arch)
+    net = VGG(weights, arch=args.arch, pooling=args.pooling or PAPER_POOLING, dtype="float64")
+    check_layers([args.layer], net.arch, net.layers)
+    rgb = resize_longer(load_image(args.image), args.size)
+    check_size(rgb.shape[:2], [args.layer], net.arch)
+    print(f"{net}, image {args.image} at {rgb.shape[0]}×{rgb.shape[1]}, layer {args.layer}")
+    for line in explain_steps(net, rgb, args.layer, seed=args.seed, iters=args.iters):
+        print(line, flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# weights: convert, normalize, fetch, list, info
+# ---------------------------------------------------------------------------
+
+
+def weights_convert(args):
+    check_writable(args.output, args.force)
+    weights = load_weights(args.input, arch=args.arch)
+    save_npz(weights, args.output)
+    names = list(weights)
+    print(f"wrote {args.output}: {weights.meta['arch']}, {len(names)} conv layers {names[0]}..{names[-1]}")
+    if weights.meta.get("skipped"):
+        print(f"  left out (not VGG convolutions): {', '.join(weights.meta['skipped'])}")
+    if weights.meta.get("input_conversion"):
+        print(f"  input convention: {weights.meta['input_conversion']['note']}")
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
+
+
+def _image_files(folder):
+    if not os.path.isdir(folder):
+        raise RefstyleError(f"{folder}: no such folder of images")
+    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
+    if not paths:
+        raise RefstyleError(f"{folder}: no images in it ({', '.join(IMAGE_SUFFIXES)})")
+    return paths
+
+
+def weights_normalize(args):
+    check_writable(args.output, args.force)
+    paths = _image_files(args.images)
+    weights = load_weights(args.input, arch=args.arch)
+    bar = Progress(len(paths), label="mean responses ", unit="images")
+    try:
+        result = normalize_over_images(weights, paths, size=args.size, pooling=args.pooling,
+                                       on_image=lambda k: bar.update(k + 1, os.path.basename(paths[k])))
+    finally:
+        bar.close()
+    save_npz(result.weights, args.output)
+    dead = sum(len(v) for v in result.dead.values())
+    print(f"wrote {args.output}: {weights.meta['arch']} normalised over {len(paths)} images at {args.size} px "
+          f"({args.pooling} pooling)")
+    for name, m in result.scales.items():
+        alive = np.delete(m, result.dead.get(name, []))
+        span = f"mean response {alive.min():.4g} .. {alive.max():.4g}" if alive.size else "no filter responds"
+        print(f"  {name:<8} {span}"
+              + (f"; {len(result.dead[name])} filters never respond, left alone: {result.dead[name]}" if name in result.dead else ""))
+    if dead:
+        print(f"{dead} filters never responded on these images and were left unscaled")
+
+
+def weights_fetch(args):
+    source = find_source(args.name)
+    try:
+        path = fetch(source, force=args.force, verify=not args.no_verify)
+    except OSError as e:  # the cache cannot be written (full, read-only, a file in the way)
+        raise RefstyleError(f"cannot write {source.name} into the cache ({e}): set $REFSTYLE_CACHE to a folder "
+                            "you can write") from None
+    print(f"{source.name}: {path} ({os.path.getsize(path):,} bytes, {source.arch}, {source.licence})")
+    print(f"use it with --weights {source.name}")
+
+
+def weights_list(args):
+    print("known weights (weights/*.json; `refstyle weights fetch NAME` downloads one):")
+    for row in list_sources():
+        s = row.source
+        state = "ready" if row.cached else "-"
+        where = f"{row.note}: {row.path}" if row.note else str(row.path)
+        print(f"  {s.name:<14} {s.arch:<6} {s.size / 1e6:>7,.0f} MB  {state:<6} {where}")
+    print(f"cache {cache_dir()} ($REFSTYLE_CACHE/weights):")
+    rows = list_cache(digests=not args.quick)
+    for e in rows:
+        check = {True: "checked", False: "MISMATCH", None: ""}[e.verified]
+        print(f"  {e.size:>14,}  {e.sha256 or '-':<64}  {check:<8} {e.path}" + (f"  ({e.note})" if e.note else ""))
+    if not rows:
+        print("  (empty)")
+
+
+def weights_info(args):
+    print(describe(args.file))

@@ -1,0 +1,84 @@
+r"""``refstyle explain``: the walkthrough's steps (docs/walkthrough.md) on the user's own image and layer.
+
+:func:`explain` yields the lines of the walk: the input and its preprocessing, the
+responses :math:`F^l` (``N_l``, ``M_l``), the content loss and its gradient, the Gram
+matrix, the style loss and its gradient, the ReLU mask, the total loss, the gradient
+with respect to the image, and a few L-BFGS iterations, each gradient checked by
+central differences. It works in float64 (the checks need it).
+"""
+
+import numpy as np
+
+from ..paper.gradcheck import check_gradient
+from ..paper.images import preprocess, white_noise
+from ..paper.losses import as_matrix, content_loss, gram, style_loss
+from ..paper.objective import Objective, content_targets, style_targets
+from ..paper.optimize import lbfgs
+
+
+def _check(report, tol=1e-6):
+    verdict = "PASS" if report.passed(tol) else "FAIL"
+    return f"finite differences ({len(report.probes)} probes): max relative error {report.max_rel_error:.2e}, {verdict} at {tol:g}"
+
+
+def _check_in_F(f, F):
+    r"""Check a loss's gradient with respect to a response: its 10 largest coordinates and 5 random directions.
+
+    A loss is a sum over all of F's ``n`` entries, so its rounding error grows with ``n``
+    (about :math:`\epsilon n` relative to one entry's share): the step is the scale rule's
+    :math:`\epsilon^{1/3} \max(1, \mathrm{std}(F))` times :math:`n^{1/3}`, which balances that
+    larger noise against the truncation error. Random single coordinates are left out:
+    the derivatives span many orders of magnitude, and for the smallest ones even that
+    noise exceeds the derivative itself.
+    """
+    h = float(np.finfo(np.float64).eps ** (1 / 3) * max(1.0, float(F.std())) * F.size ** (1 / 3))
+    return _check(check_gradient(f, F, coords=0, largest=10, directions=5, h=h))
+
+
+def explain(net, rgb, layer, seed=0, iters=10, alpha=1e-3, beta=1.0):
+    """The walk for image ``rgb`` (RGB uint8) at ``layer``, as lines of text (a generator)."""
+    H, W = rgb.shape[:2]
+    p = preprocess(rgb, net.dtype)
+    x = white_noise((H, W), seed, net.dtype)
+    yield "1. input (eq. none: Caffe's preprocessing)"
+    yield f"   the image is {H}×{W} RGB; x = BGR − mean pixel (103.939, 116.779, 123.68), shape {tuple(p.shape)}"
+    yield f"   x ranges {float(p.min()):.3f} .. {float(p.max()):.3f}; the start x is seeded white noise (seed {seed})"
+
+    F, _ = net.forward(x, [layer])
+    P = content_targets(net, p, [layer])[layer]
+    A = style_targets(net, [p], [layer])[layer]
+    F_l = F[layer]
+    N_l, M_l = F_l.shape[1], F_l.shape[2] * F_l.shape[3]
+    yield f"2. responses F^l at {layer} (after its ReLU)"
+    yield f"   shape {tuple(F_l.shape)}: N_l = {N_l} filters, M_l = {F_l.shape[2]}×{F_l.shape[3]} = {M_l} positions"
+    yield f"   as a matrix F^l: {as_matrix(F_l).shape}; the photograph's P^l has {float((P > 0).mean()):.1%} positive entries"
+
+    L, _ = content_loss(F_l, P)
+    yield "3. content loss L_content = ½ Σ (F − P)²  (eq. 1), ∂L/∂F = F − P  (eq. 2)"
+    yield f"   of the white noise against the image: {L:.6g}"
+    yield "   " + _check_in_F(lambda F_: content_loss(F_, P), F_l)
+
+    G = gram(F_l)
+    yield "4. Gram matrix G = F Fᵀ  (eq. 3)"
+    yield f"   G^l: {tuple(G.shape)}, symmetric: {bool(np.allclose(G, G.T))}, trace {float(G.trace()):.6g} = Σ F² "
+
+    E, _ = style_loss(F_l, A)
+    yield "5. style loss E_l = Σ (G − A)² / (4 N_l² M_l²)  (eq. 4), ∂E/∂F = (G − A) F / (N_l² M_l²)  (eq. 6)"
+    yield f"   of the white noise against the image's own A^l: {E:.6g}"
+    yield "   " + _check_in_F(lambda F_: style_loss(F_, A), F_l)
+
+    yield "6. ReLU mask: the derivatives hold where F^l > 0 and are 0 elsewhere (applied in relu_backward)"
+    yield f"   {float((F_l == 0).mean()):.1%} of the noise's {layer} responses are 0: their gradient is masked"
+
+    objective = Objective(net, {layer: P}, {layer: A}, {layer: 1.0}, alpha, beta)
+    e = objective.evaluate(x)
+    yield f"7. total loss L = α L_content + β L_style  (eq. 7), α = {alpha:g}, β = {beta:g}, w_l = 1"
+    yield f"   {e.loss:.6g} = {alpha:g} × {e.loss_content:.6g} + {beta:g} × {e.loss_style:.6g}"
+
+    yield "8. back-propagation to the image: ∂L/∂x through ReLUs, poolings and convolutions (one sweep)"
+    yield f"   ∂L/∂x: {tuple(e.grad.shape)}, norm {float(np.linalg.norm(np.asarray(e.grad))):.6g}"
+    yield "   " + _check(check_gradient(objective, x, coords=10, directions=2))
+
+    result = lbfgs(objective, x, iters=iters, bounds=(float(p.min()), float(p.max())))
+    yield f"9. L-BFGS-B (history 20, ftol = gtol = 0, bounds at the image's min and max), {iters} iterations"
+    yield f"   L: {e.loss:.6g} -> {result.loss:.6g} in {result.iterations} iterations, {result.evaluations} evaluations"

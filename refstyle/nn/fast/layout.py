@@ -1,0 +1,228 @@
+"""Channels-last blobs, packed ReLU masks, and the scratch memory of the fast kernels.
+
+A blob is an ``(H, W, C)`` array (batch 1, as the network's input always is): a spatial
+shift is a slice over whole rows of ``C`` contiguous numbers, and a response viewed as
+``(H·W, C)`` is already the matrix a GEMM wants. Caffe blobs are converted only at the
+network's edges (the image, the responses asked for, their gradients), in cache-sized
+blocks (:func:`nchw`, :func:`to_hwc`). The ReLU's backward mask :math:`F > 0` is kept as
+packed bits (:func:`relu_mask`) and applied while the gradient is copied into the
+padded band (:func:`padded_band`): the fast twin of :func:`refstyle.nn.layers.relu_backward`.
+"""
+
+import math
+
+import numpy as np
+
+from ...backend import array_module
+
+# ---------------------------------------------------------------------------
+# Layout
+# ---------------------------------------------------------------------------
+
+
+def hwc_view(x):
+    """A Caffe blob ``(1, C, H, W)`` seen channels-last, ``(H, W, C)``: a view, no copy.
+
+    The kernels below accept such views (they copy what they read into their own
+    buffers); their outputs are contiguous channels-last arrays.
+    """
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"expected a 1×C×H×W blob, got shape {x.shape}")
+    return x[0].transpose(1, 2, 0)
+
+
+def nchw(h):
+    """A channels-last ``(H, W, C)`` array as a contiguous Caffe blob ``(1, C, H, W)``.
+
+    A copy, unless ``h`` is already a channels-last view of such a blob. NumPy copies a
+    transposed array in the output's order, reading the input with large strides;
+    copying four rows at a time keeps what is read in cache (5× faster at 256×256×64).
+    """
+    xp = array_module(h)
+    if xp is not np or h.transpose(2, 0, 1).flags.c_contiguous:
+        return xp.ascontiguousarray(h.transpose(2, 0, 1))[None]
+    H, W, C = h.shape
+    out = np.empty((C, H, W), dtype=h.dtype)
+    for r in range(0, H, 4):
+        out[:, r : r + 4] = h[r : r + 4].transpose(2, 0, 1)
+    return out[None]
+
+
+def nchw_view(h):
+    """A channels-last ``(H, W, C)`` array seen as a Caffe blob ``(1, C, H, W)``: a view, no copy.
+
+    The shape and the values are the blob's; the memory stays channels last. The fast
+    network hands its responses out this way when ``h`` is contiguous (NumPy and the
+    losses take any strides: :func:`refstyle.losses.as_matrix` of such a view is a
+    transposed matrix, which a GEMM reads as it is).
+    """
+    return h.transpose(2, 0, 1)[None]
+
+
+def _channels_last(x):
+    """Whether the blob ``x`` (1, C, H, W) is a view of a contiguous channels-last array."""
+    return hwc_view(x).flags.c_contiguous
+
+
+def to_hwc(x):
+    """A Caffe blob ``(1, C, H, W)`` as a contiguous channels-last ``(H, W, C)`` array (a copy).
+
+    Copied eight channels at a time (2–4× faster than one transposed copy, see
+    :func:`nchw`); one plain copy when ``x`` is already channels last in memory
+    (:func:`nchw_view`).
+    """
+    xp = array_module(x)
+    if xp is not np or _channels_last(x):
+        return xp.array(hwc_view(x), order="C", copy=True)
+    _, C, H, W = x.shape
+    out = np.empty((H, W, C), dtype=x.dtype)
+    for c in range(0, C, 8):
+        out[:, :, c : c + 8] = x[0, c : c + 8].transpose(1, 2, 0)
+    return out
+
+
+def add_nchw(h, x):
+    """``h += x`` for a channels-last ``h`` (H, W, C) and a Caffe blob ``x`` (1, C, H, W), in place.
+
+    Eight channels at a time, like :func:`to_hwc`, and with no channels-last copy of
+    ``x``; one plain addition when ``x`` is already channels last in memory.
+    """
+    xp = array_module(h)
+    if xp is not np or _channels_last(x):
+        h += hwc_view(x)
+        return h
+    for c in range(0, h.shape[2], 8):
+        target = h[:, :, c : c + 8]
+        np.add(target, x[0, c : c + 8].transpose(1, 2, 0), out=target)
+    return h
+
+
+# ---------------------------------------------------------------------------
+# ReLU masks
+# ---------------------------------------------------------------------------
+
+
+def relu_mask(F):
+    """Where the ReLU passes the gradient, :math:`F > 0`, for an ``(H, W, C)`` response.
+
+    With NumPy it is kept packed, 8 channels to a byte (``(H, W, ⌈C/8⌉)`` uint8, a
+    32nd of the response's memory); with CuPy as a bool array.
+    """
+    m = F > 0
+    return np.packbits(m, axis=-1) if array_module(F) is np else m
+
+
+def mask_rows(mask, lo, hi, columns, C):
+    """Rows ``lo .. hi - 1`` and the given columns of a :func:`relu_mask`, as a bool array."""
+    part = mask[lo:hi, columns]
+    if part.dtype == np.bool_:
+        return part
+    return np.unpackbits(part, axis=-1, count=C).view(np.bool_)
+
+
+# ---------------------------------------------------------------------------
+# Scratch buffers
+# ---------------------------------------------------------------------------
+
+#: The scratch memory one band of a convolution may use (its padded input rows,
+#: transformed tiles and products). Large enough that the GEMMs stay efficient,
+#: small enough that the scratch stays near the caches and does not grow with the image.
+BAND_BYTES = 16 * 2**20
+
+
+class Workspace:
+    """Scratch memory kept between calls, so that big arrays are not allocated anew each time.
+
+    ``arrays(dtype, *shapes, slot="bands")`` returns uninitialised arrays of those
+    shapes, carved from one flat buffer per ``slot`` that grows to the largest total
+    ever asked for at once in that slot. The arrays are valid until the next call
+    for the same slot: each kernel asks once per band (slot ``"bands"``), and each
+    conv layer once per sweep for its transformed filters (slot ``"filters"``). A
+    workspace belongs to one network and one thread.
+    """
+
+    ALIGN = 64  # bytes: each array starts on a cache line
+
+    def __init__(self, xp=np):
+        self.xp = xp
+        self._buffers = {}
+
+    def arrays(self, dtype, *shapes, slot="bands"):
+        dtype = np.dtype(dtype)
+        step = max(1, self.ALIGN // dtype.itemsize)
+        sizes = [math.prod(shape) for shape in shapes]
+        total = sum(-(-n // step) * step for n in sizes)
+        buffer = self._buffers.get(slot)
+        if buffer is None or buffer.dtype != dtype or buffer.size < total:
+            self._buffers.pop(slot, None)  # free the old one first
+            buffer = self._buffers[slot] = self.xp.empty(total, dtype=dtype)
+        out, offset = [], 0
+        for shape, n in zip(shapes, sizes):
+            out.append(buffer[offset : offset + n].reshape(shape))
+            offset += -(-n // step) * step
+        return out
+
+    def nbytes(self, slot=None):
+        """The memory the workspace holds (in one ``slot``, or in all)."""
+        if slot is not None:
+            return self._buffers[slot].nbytes if slot in self._buffers else 0
+        return sum(buffer.nbytes for buffer in self._buffers.values())
+
+    def clear(self):
+        """Free the buffers."""
+        self._buffers = {}
+
+
+def workspace_for(work, xp):
+    return Workspace(xp) if work is None else work
+
+
+def band_rows(total_rows, bytes_per_row, budget):
+    """How many rows (of tiles or pixels) make one band within ``budget`` bytes."""
+    return int(max(1, min(total_rows, budget // max(1, bytes_per_row))))
+
+
+def band_shape(x, r0, r1, split=False):
+    """The shape of :func:`padded_band`'s ``band`` for rows ``r0 .. r1 - 1`` of ``x`` (H, W, C)."""
+    H, W, C = x.shape
+    half = (W + 1) // 2 + 1
+    return (r1 - r0 + 2, 2, half, C) if split else (r1 - r0 + 2, 2 * half, C)
+
+
+def padded_band(band, x, r0, r1, mask=None, split=False):
+    """Fill ``band`` with rows ``r0 - 1 .. r1`` of ``x`` (H, W, C) zero-padded by one pixel.
+
+    Rows and columns outside the image (above row 0, below row H-1, left of column 0,
+    right of column W-1) are zero; the band is ``(r1 - r0 + 2, Wp, C)`` with
+    ``Wp = 2⌈W/2⌉ + 2`` (an odd width gets one more zero column). With ``split``
+    its columns are stored even ones first: ``(r1 - r0 + 2, 2, Wp/2, C)``, where
+    ``[:, p, j]`` is padded column ``2j + p``, so that the Winograd transforms read
+    contiguous runs. With ``mask`` (a :func:`relu_mask` of an array shaped like ``x``)
+    the band holds ``x * mask``: the ReLU's backward, fused into the copy.
+    """
+    xp = array_module(x)
+    H, W, C = x.shape
+    rows = r1 - r0 + 2
+    lo, hi = max(r0 - 1, 0), min(r1 + 1, H)  # the image rows the band holds
+    top, bottom = lo - (r0 - 1), (r1 + 1) - hi  # zero rows above and below them
+    if top:
+        band[:top] = 0
+    if bottom:
+        band[rows - bottom :] = 0
+    inside = band[top : rows - bottom]
+    if split:  # padded column 2j + p is image column 2j + p - 1
+        n_odd, n_even = W // 2, (W + 1) // 2  # image columns 1, 3, … and 0, 2, …
+        inside[:, 0, 0] = 0
+        inside[:, 0, 1 + n_odd :] = 0
+        inside[:, 1, n_even:] = 0
+        parts = [(inside[:, 0, 1 : 1 + n_odd], slice(1, None, 2)), (inside[:, 1, :n_even], slice(0, None, 2))]
+    else:
+        inside[:, 0] = 0
+        inside[:, W + 1 :] = 0
+        parts = [(inside[:, 1 : W + 1], slice(None))]
+    for target, columns in parts:
+        if mask is None:
+            xp.copyto(target, x[lo:hi, columns])
+        else:
+            xp.multiply(x[lo:hi, columns], mask_rows(mask, lo, hi, columns, C), out=target)
+    return band

@@ -1,0 +1,108 @@
+r"""The paper's losses, each returning the loss and its gradient with respect to the response.
+
+Notation (Gatys, Ecker & Bethge, Methods): layer :math:`l` has :math:`N_l` filters and
+:math:`M_l = H_l W_l` positions; :math:`F^l \in \mathbb{R}^{N_l \times M_l}` is the
+response (after ReLU) of the generated image :math:`\vec x`, :math:`P^l` that of the
+photograph :math:`\vec p`, :math:`A^l` the Gram matrix of the artwork :math:`\vec a`.
+
+The gradients here are taken with respect to the response :math:`F^l` itself. The paper
+writes them "where :math:`F^l_{ij} > 0`" and 0 elsewhere: that mask is the derivative of
+the ReLU that produced :math:`F^l`, and refstyle applies it in exactly one place,
+:func:`refstyle.layers.relu_backward`, when :meth:`refstyle.VGG.backward` carries the
+gradient down. Keeping it out of the losses lets each be checked alone.
+
+Responses arrive as network blobs ``(1, N_l, H_l, W_l)``; they are viewed as
+:math:`N_l \times M_l` matrices, and gradients are returned in the blob's shape.
+"""
+
+from ..backend import array_module
+
+
+def as_matrix(F):
+    r"""View a response blob ``(1, N_l, H_l, W_l)`` as the matrix :math:`F^l` of shape ``(N_l, M_l)``."""
+    return F.reshape(F.shape[1], -1)
+
+
+def content_loss(F, P):
+    r"""Content loss of one layer and its gradient (paper, eq. 1 and 2).
+
+    .. math::
+        L_\text{content} = \tfrac12 \sum_{ij} (F^l_{ij} - P^l_{ij})^2, \qquad
+        \frac{\partial L_\text{content}}{\partial F^l_{ij}} = (F^l - P^l)_{ij}
+
+    Returns ``(L, dF)`` with ``dF`` shaped like ``F``.
+    """
+    diff = F - P
+    return 0.5 * float((diff * diff).sum()), diff
+
+
+def gram(F):
+    r"""Gram matrix of a response (paper, eq. 3): :math:`G^l_{ij} = \sum_k F^l_{ik} F^l_{jk}`, i.e. :math:`G = F F^\top`.
+
+    Returns an ``(N_l, N_l)`` matrix; not normalised (the :math:`1/(4N_l^2M_l^2)`
+    lives in :func:`style_loss`).
+    """
+    Fm = as_matrix(F)
+    return Fm @ Fm.T
+
+
+def style_loss(F, A):
+    r"""Style loss of one layer and its gradient (paper, eq. 4 and 6).
+
+    .. math::
+        E_l = \frac{1}{4 N_l^2 M_l^2} \sum_{ij} (G^l_{ij} - A^l_{ij})^2, \qquad
+        \frac{\partial E_l}{\partial F^l_{ij}} = \frac{1}{N_l^2 M_l^2} \big((G^l - A^l) F^l\big)_{ij}
+
+    (the gradient uses that :math:`G - A` is symmetric). ``A`` is the artwork's Gram
+    matrix, ``(N_l, N_l)``. Returns ``(E_l, dF)`` with ``dF`` shaped like ``F`` and
+    laid out in memory as ``F`` is (channels last for the fast network's responses).
+    """
+    xp = array_module(F)
+    N_l = F.shape[1]
+    M_l = F.size // N_l
+    G = gram(F)
+    diff = G - A
+    scale = 1.0 / (N_l**2 * M_l**2)
+    E = 0.25 * scale * float((diff * diff).sum())
+    Fm = as_matrix(F)
+    dF = xp.matmul(diff, Fm, out=xp.empty_like(Fm))  # (G - A) F, in F's memory order
+    dF *= scale
+    return E, dF.reshape(F.shape)
+
+
+def blend_grams(grams, weights=None):
+    r"""Style targets blended from several artworks: :math:`A^l = \sum_s v_s A^l_s`.
+
+    ``grams``: one Gram matrix per artwork; ``weights`` :math:`v_s` default to equal
+    shares summing to 1.
+    """
+    if weights is None:
+        weights = [1.0 / len(grams)] * len(grams)
+    if len(weights) != len(grams):
+        raise ValueError(f"{len(grams)} style images but {len(weights)} blend weights")
+    xp = array_module(*grams)
+    A = xp.zeros_like(grams[0])
+    for v, G in zip(weights, grams):
+        A += v * G
+    return A
+
+
+def total_variation(x):
+    r"""Squared total variation of the image and its gradient (not in the paper; off by default).
+
+    .. math::
+        L_\text{TV} = \sum_{c,i,j} (x_{c,i+1,j} - x_{c,i,j})^2 + (x_{c,i,j+1} - x_{c,i,j})^2
+
+    A smoothness prior that some implementations add (neural-style's ``-tv_weight``,
+    which uses this squared form). Returns ``(L_TV, dx)``.
+    """
+    xp = array_module(x)
+    dv = x[:, :, 1:, :] - x[:, :, :-1, :]
+    dh = x[:, :, :, 1:] - x[:, :, :, :-1]
+    L = float((dv * dv).sum() + (dh * dh).sum())
+    dx = xp.zeros_like(x)
+    dx[:, :, 1:, :] += 2 * dv
+    dx[:, :, :-1, :] -= 2 * dv
+    dx[:, :, :, 1:] += 2 * dh
+    dx[:, :, :, :-1] -= 2 * dh
+    return L, dx

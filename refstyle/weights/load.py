@@ -1,0 +1,151 @@
+"""Loading VGG weights from any file refstyle reads, by path or by a known name.
+
+:func:`load_weights` finds the file (a path, or a known name in the cache:
+:mod:`.cache`), tells its format from its first bytes, reads it with that format's
+reader (:mod:`.caffemodel`, :mod:`.keras`, :mod:`.pth`, :mod:`.npz`), keeps the VGG
+convolutions, checks them against the architecture
+(:func:`refstyle.nn.arch.check_weights`) and folds another input convention into
+``conv1_1`` (:mod:`.fold`). :func:`describe` summarises a file for ``refstyle weights info``.
+"""
+
+import os
+
+import numpy as np
+
+from ..errors import WeightsError
+from ..nn.arch import VGG_CONV_NAMES, check_arch, check_weights, infer_arch
+from ..nn.inputs import CAFFE_INPUT
+from .cache import resolve, source_of
+from .caffemodel import caffemodel_layers, read_caffemodel
+from .catalogue import load_sources
+from .files import open_weights
+from .fold import take_caffe_input
+from .keras import read_keras_h5
+from .model import Weights, keep_vgg
+from .npz import RECORDED, load_npz
+from .pth import read_pth
+from .torch_pickle import pth_format
+
+
+def _known_names():
+    try:
+        return sorted(load_sources())
+    except WeightsError:
+        return []
+
+
+def _sniff(path):
+    hint = (f" (give a .caffemodel, .h5, .pth or .npz path, or a known name: {', '.join(_known_names())}; "
+            "`refstyle weights list` shows them)")
+    with open_weights(path, hint) as f:
+        return f.read(8)
+
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _read(path, head):
+    """Read any supported file into unchecked :class:`Weights`."""
+    source = {"source": os.path.abspath(path), "input": CAFFE_INPUT}
+    kind = pth_format(path)
+    if kind is not None:
+        layers, info = read_pth(path)
+        meta = dict(source, format=kind, input=info["input"], naming=info["naming"])
+        if "arch" in info:
+            meta["arch"] = info["arch"]
+        checkpoint = {k: info[k] for k in ("layout", "prefix", "wrapper", "batchnorm") if info.get(k)}
+        if checkpoint:
+            meta["checkpoint"] = checkpoint  # how the state dict was laid out (recorded in a converted .npz)
+        return keep_vgg(layers, meta)
+    if head.startswith(b"PK"):
+        return load_npz(path)
+    if head.startswith(HDF5_MAGIC):
+        return keep_vgg(read_keras_h5(path), dict(source, format="keras-h5"))
+    return keep_vgg(read_caffemodel(path), dict(source, format="caffemodel"))
+
+
+def known_source(name):
+    """The record of the known weights ``name`` (``weights/NAME.json``), or None for a path."""
+    name = os.fspath(name)
+    if os.path.exists(name):
+        return None
+    try:
+        return load_sources().get(name)
+    except WeightsError:
+        return None  # no readable catalogue: a name is then just a missing file
+
+
+def resolve_weights(name):
+    """A weights path from a path or a known name: the fetched file in the cache (``refstyle weights list``)."""
+    source = known_source(name)
+    return os.fspath(name) if source is None else os.fspath(resolve(source.name))
+
+
+def load_weights(path, arch=None):
+    """Load VGG weights from a ``.caffemodel`` (Caffe V1 or V2), a Keras ``.h5`` or the project's ``.npz``.
+
+    Returns :class:`Weights`, checked against ``arch`` (default: the architecture
+    they record or imply, which is then stored in ``meta['arch']``).
+    """
+    if arch is not None:
+        check_arch(arch)
+    path = resolve_weights(path)
+    weights = _read(path, _sniff(path))
+    source = source_of(path)  # a known source's file, named or given by its path: its record says its input
+    if source is not None:
+        weights.meta.update(source=f"{source.name} ({path})", input=source.input)
+    if arch is not None:
+        weights.meta["arch"] = arch
+    weights.meta.setdefault("arch", infer_arch(weights))
+    check_weights(weights, weights.meta["arch"])
+    return take_caffe_input(weights)
+
+
+def describe(path):
+    """A human-readable summary of a weights file, for ``refstyle weights info``."""
+    name = os.fspath(path)
+    path = resolve_weights(name)
+    head = _sniff(path)
+    source = source_of(path)
+    lines = [f"file:   {path} ({os.path.getsize(path):,} bytes)" + (f", the known weights {name}" if path != name else "")]
+    if head.startswith(b"PK") or head.startswith(HDF5_MAGIC) or pth_format(path):
+        weights = _read(path, head)
+        if source is not None:
+            weights.meta["input"] = source.input
+        formats = {"npz": "refstyle .npz", "keras-h5": "Keras HDF5 (its 3×3 convolutions)",
+                   "pth-zip": "PyTorch state dict (zip)", "pth-legacy": "PyTorch state dict (legacy, before 1.6)"}
+        lines.append(f"format: {formats[weights.meta['format']]}")
+        lines.append(f"input:  {weights.meta.get('input', CAFFE_INPUT)}")
+        for key in RECORDED:
+            if key in weights.meta:
+                value = weights.meta[key]
+                if key == "input_conversion":
+                    value = value["note"]
+                elif key == "normalized":
+                    value = f"over {value['images']} images at {value['size']} px, {value['pooling']} pooling"
+                lines.append(f"{key}: {value}")
+        rows = [(name, "Convolution", [np.shape(W), np.shape(b)]) for name, (W, b) in weights.items()]
+    else:
+        lines.append("format: Caffe caffemodel (protobuf NetParameter)")
+        rows = caffemodel_layers(path)
+        weights = Weights(
+            {
+                name: (np.broadcast_to(np.empty((), bool), shapes[0]), np.empty(int(np.prod(shapes[1])), bool))
+                for name, kind, shapes in rows
+                if kind.lower() == "convolution" and len(shapes) == 2 and name in VGG_CONV_NAMES
+            }
+        )
+    arch = infer_arch(weights)
+    try:
+        covered = check_weights(weights, arch)
+        fit = f"fits {arch} ({covered[0]}..{covered[-1]})"
+    except WeightsError as e:
+        fit = f"does not fit {arch}: {e}"
+    lines.append(f"arch:   {fit}")
+    params = 0
+    for name, kind, shapes in rows:
+        n = sum(int(np.prod(s)) for s in shapes)
+        params += n
+        lines.append(f"  {name:<12} {kind:<14} {' '.join('x'.join(map(str, s)) for s in shapes):<24} {n:>12,}")
+    lines.append(f"parameters: {params:,}")
+    return "\n".join(lines)
