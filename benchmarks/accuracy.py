@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import refstyle  # noqa: E402
-from run import CONTENT_LAYERS, DEEPEST, STYLE_LAYERS, make_images, make_weights  # noqa: E402
+from refstyle.nn.arch import is_conv  # noqa: E402
+from run import DEEPEST, PAPER, make_images, make_weights  # noqa: E402
 
-from refstyle.paper.objective import Objective, content_targets, style_targets  # noqa: E402
 
 
 def rel(a, b):
@@ -49,11 +49,11 @@ def mask_flips(F, G):
 
 def evaluate(weights, arch, size, kernels, dtype):
     net = refstyle.VGG(weights, arch=arch, dtype=dtype, kernels=kernels)
-    p, a, x = make_images(size)
-    obj = Objective(net, content_targets(net, p, CONTENT_LAYERS), style_targets(net, [a], STYLE_LAYERS))
+    p_rgb, a_rgb, x = make_images(size)
+    obj = refstyle.build_objective(net, p_rgb, [a_rgb], PAPER)
     e = obj.evaluate(x.astype(dtype))
     stack = refstyle.ARCHS[arch]
-    F_all, _ = net.forward(x.astype(dtype), [n for n in stack[: stack.index(DEEPEST) + 1] if n.startswith("conv")])
+    F_all, _ = net.forward(x.astype(dtype), [n for n in stack[: stack.index(DEEPEST) + 1] if is_conv(n)])
     return {"loss": e.loss, "grad": e.grad, "F": e.F, "F_all": F_all}
 
 

@@ -25,10 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import refstyle  # noqa: E402
-from run import CONTENT_LAYERS, DEEPEST, MALLOC_ENV, STYLE_LAYERS, _status_kb, make_weights  # noqa: E402
+from refstyle.nn.arch import is_conv  # noqa: E402
+from run import CONTENT_LAYERS, DEEPEST, MALLOC_ENV, PAPER, STYLE_LAYERS, _status_kb, make_weights  # noqa: E402
 
 from refstyle.nn.arch import ARCHS  # noqa: E402
-from refstyle.paper.objective import Objective, content_targets, style_targets  # noqa: E402
 
 GB = 2**30
 
@@ -37,7 +37,7 @@ def layer_shapes(weights, arch, size):
     """``[(name, C_in, C_out, H, W)]`` for the conv layers to conv5_1 and ``(name, C, H, W)`` for the pools."""
     out, h, w, c = [], size, size, 3
     for name in ARCHS[arch][: ARCHS[arch].index(DEEPEST) + 1]:
-        if name.startswith("conv"):
+        if is_conv(name):
             O = weights[name][0].shape[0]
             out.append((name, c, O, h, w))
             c = O
@@ -100,9 +100,9 @@ def run(args):
     t0 = time.perf_counter()
     net = refstyle.VGG(weights, arch=args.arch, dtype="float32", kernels=args.kernels)
     rng = np.random.default_rng(0)
-    p, a = (refstyle.preprocess(rng.uniform(0, 255, (args.size, args.size, 3))) for _ in range(2))
-    obj = Objective(net, content_targets(net, p, CONTENT_LAYERS), style_targets(net, [a], STYLE_LAYERS))
-    del p, a
+    p_rgb, a_rgb = (rng.uniform(0, 255, (args.size, args.size, 3)) for _ in range(2))
+    obj = refstyle.build_objective(net, p_rgb, [a_rgb], PAPER)
+    del p_rgb, a_rgb
     t_targets = time.perf_counter() - t0
     from refstyle.paper.images import white_noise
     from refstyle.paper.optimize import lbfgs

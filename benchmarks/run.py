@@ -50,13 +50,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import refstyle  # noqa: E402
-from refstyle.paper.conventions import PAPER_STYLE_LAYERS, get_convention  # noqa: E402
-from refstyle.nn.arch import ARCHS, VGG_WIDTHS  # noqa: E402
+from refstyle.nn.arch import ARCHS, VGG_WIDTHS, is_conv  # noqa: E402
 from refstyle.nn.kernels import KERNELS  # noqa: E402
-from refstyle.paper.objective import Objective, content_targets, style_targets  # noqa: E402
+from refstyle.paper.conventions import get_convention  # noqa: E402
 
-CONTENT_LAYERS = ["conv4_2"]
-STYLE_LAYERS = list(PAPER_STYLE_LAYERS)
+PAPER = refstyle.Settings().resolved()  # the paper's losses, as every refstyle run builds them
+CONTENT_LAYERS = list(PAPER.content_layers)
+STYLE_LAYERS = list(PAPER.style_layers)
 DEEPEST = "conv5_1"
 
 
@@ -127,7 +127,7 @@ def nominal_flops(weights, arch, size):
     """The nominal FLOPs of one iteration: each conv to conv5_1 forward and backward to its input, and the Grams."""
     flops, h, w = 0, size, size
     for name in ARCHS[arch][: ARCHS[arch].index(DEEPEST) + 1]:
-        if name.startswith("conv"):
+        if is_conv(name):
             O, C = weights[name][0].shape[:2]
             flops += 2 * (2 * h * w * C * O * 9)
             if name in STYLE_LAYERS:
@@ -144,18 +144,18 @@ def make_weights(arch, path=None):
 
 
 def make_images(size, seed=0):
-    """Photograph, artwork and start image: random RGB images (their content does not change the work)."""
+    """Photograph and artwork (RGB 0..255) and the start image (preprocessed): random images (their
+    content does not change the work)."""
     rng = np.random.default_rng(seed)
-    p, a = (refstyle.preprocess(rng.uniform(0, 255, (size, size, 3))) for _ in range(2))
+    p_rgb, a_rgb = (rng.uniform(0, 255, (size, size, 3)) for _ in range(2))
     x0 = refstyle.preprocess(rng.uniform(0, 255, (size, size, 3)))
-    return p, a, x0
+    return p_rgb, a_rgb, x0
 
 
 def refstyle_objective(weights, arch, size, kernels, device="cpu"):
     net = refstyle.VGG(weights, arch=arch, pooling="avg", dtype="float32", device=device, kernels=kernels)
-    p, a, x0 = make_images(size)
-    obj = Objective(net, content_targets(net, p, CONTENT_LAYERS), style_targets(net, [a], STYLE_LAYERS))
-    return obj, x0
+    p_rgb, a_rgb, x0 = make_images(size)
+    return refstyle.build_objective(net, p_rgb, [a_rgb], PAPER), x0
 
 
 class TorchObjective:
@@ -171,9 +171,9 @@ class TorchObjective:
         self.layers = ARCHS[arch][: ARCHS[arch].index(DEEPEST) + 1]
         self.params = {n: (self.tensor(W), self.tensor(b)) for n, (W, b) in weights.items() if n in self.layers}
         self.alpha, self.beta, self.w = alpha, beta, layer_weights
-        p, a, _ = make_images(size)
+        p_rgb, a_rgb, _ = make_images(size)
         with torch.no_grad():
-            Fp, Fa = self.net(self.tensor(p)), self.net(self.tensor(a))
+            Fp, Fa = self.net(self.tensor(refstyle.preprocess(p_rgb))), self.net(self.tensor(refstyle.preprocess(a_rgb)))
             self.P = {n: Fp[n] for n in CONTENT_LAYERS}
             self.A = {n: self.gram(Fa[n]) for n in STYLE_LAYERS}
 
@@ -184,7 +184,7 @@ class TorchObjective:
     def net(self, h):
         out = {}
         for name in self.layers:
-            if name.startswith("conv"):
+            if is_conv(name):
                 h = self.tF.relu(self.tF.conv2d(h, *self.params[name], padding=1))
             else:
                 h = self.tF.avg_pool2d(h, 2, 2, ceil_mode=True)

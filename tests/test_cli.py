@@ -129,3 +129,32 @@ def test_an_npz_with_a_malformed_input_record(tmp_path, capsys):
     np.savez(bad, **arrays)
     status, _, err = run(capsys, "weights", "convert", str(bad), str(tmp_path / "o.npz"))
     assert status == 1 and "input convention" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["grad", "c.png", "s.png", "-o", "g.npz", "--weights", "w.npz", "--ratio", "nan"],
+    ["transfer", "c.png", "s.png", "-o", "o.png", "--weights", "w.npz", "--alpha", "inf"],
+    ["transfer", "c.png", "s.png", "-o", "o.png", "--weights", "w.npz", "--layer-weights", "1,nan,1,1,1"],
+    ["gradcheck", "--tol=-inf"],
+    ["compare", "a.npz", "b.npz", "--tol", "NaN"],
+])
+def test_numeric_options_refuse_nan_and_infinities_at_parse_time(capsys, argv):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    assert "expected a finite number" in capsys.readouterr().err
+
+
+def test_loss_weights_are_resolved_in_one_place():
+    from refstyle.paper.conventions import loss_weights
+
+    assert loss_weights("paper") == (1e-3, 1.0)
+    assert loss_weights("paper", ratio=1e-4) == (1e-4, 1.0)
+    assert loss_weights("jcjohnson", beta=7) == (5.0, 7.0)
+    with pytest.raises(refstyle.RefstyleError, match="either --ratio or --alpha/--beta"):
+        loss_weights("paper", alpha=1.0, ratio=1e-3)
+    with pytest.raises(refstyle.RefstyleError, match="alpha must be a finite number"):
+        loss_weights("paper", alpha=float("nan"))
+    s = refstyle.Settings(convention="pytorch-tutorial").resolved()
+    assert s.content_layers == ("conv2_2",) and s.alpha == 1.0 and s.beta == 1e6
+    assert refstyle.Settings().resolved().style_layers == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")

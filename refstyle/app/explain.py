@@ -12,8 +12,10 @@ import numpy as np
 from ..paper.gradcheck import check_gradient
 from ..paper.images import preprocess, white_noise
 from ..paper.losses import as_matrix, content_loss, gram, style_loss
-from ..paper.objective import Objective, content_targets, style_targets
+from ..paper.conventions import loss_weights
+from ..paper.objective import build_objective, content_targets, style_targets
 from ..paper.optimize import lbfgs
+from ..paper.settings import Settings
 
 
 def _check(report, tol=1e-6):
@@ -35,8 +37,12 @@ def _check_in_F(f, F):
     return _check(check_gradient(f, F, coords=0, largest=10, directions=5, h=h))
 
 
-def explain(net, rgb, layer, seed=0, iters=10, alpha=1e-3, beta=1.0):
-    """The walk for image ``rgb`` (RGB uint8) at ``layer``, as lines of text (a generator)."""
+def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None):
+    """The walk for image ``rgb`` (RGB uint8) at ``layer``, as lines of text (a generator).
+
+    ``alpha``, ``beta``: the loss weights of step 7, by default the paper's (α/β = 1e-3).
+    """
+    alpha, beta = loss_weights("paper", alpha, beta)
     H, W = rgb.shape[:2]
     p = preprocess(rgb, net.dtype)
     x = white_noise((H, W), seed, net.dtype)
@@ -70,7 +76,8 @@ def explain(net, rgb, layer, seed=0, iters=10, alpha=1e-3, beta=1.0):
     yield "6. ReLU mask: the derivatives hold where F^l > 0 and are 0 elsewhere (applied in relu_backward)"
     yield f"   {float((F_l == 0).mean()):.1%} of the noise's {layer} responses are 0: their gradient is masked"
 
-    objective = Objective(net, {layer: P}, {layer: A}, {layer: 1.0}, alpha, beta)
+    settings = Settings(content_layers=(layer,), style_layers=(layer,), layer_weights={layer: 1.0}, alpha=alpha, beta=beta)
+    objective = build_objective(net, rgb, [rgb], settings)
     e = objective.evaluate(x)
     yield f"7. total loss L = α L_content + β L_style  (eq. 7), α = {alpha:g}, β = {beta:g}, w_l = 1"
     yield f"   {e.loss:.6g} = {alpha:g} × {e.loss_content:.6g} + {beta:g} × {e.loss_style:.6g}"

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..errors import RefstyleError
-from ..nn.arch import conv_layers, infer_arch
+from ..nn.arch import conv_layers, infer_arch, is_conv
 from ..nn.vgg import VGG
 from ..weights.model import Weights
 from .images import load_image, preprocess, resize_longer
@@ -39,7 +39,7 @@ def mean_responses(net, images, on_image=None):
     mean is over all positions of all images). Accumulated in float64. Returns
     ``{conv layer: array (N_l,)}``; ``on_image(k)`` is told when image ``k`` is done.
     """
-    convs = [name for name in net.layers if name.startswith("conv")]
+    convs = [name for name in net.layers if is_conv(name)]
     sums = {name: np.zeros(net.params[name][0].shape[0]) for name in convs}
     positions = dict.fromkeys(convs, 0)
     for k, x in enumerate(images):

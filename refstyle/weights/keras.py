@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from ..errors import WeightsError
+from ..nn.arch import conv_position
 
 _APPLICATIONS = re.compile(r"block(\d)_conv(\d)")
 _SEQUENTIAL = re.compile(r"block(\d)/layers/conv2d(?:_(\d+))?/vars$")
@@ -66,7 +67,7 @@ def read_keras_h5(path):
     except OSError as e:
         raise WeightsError(f"{path}: not a readable HDF5 file ({e})") from None
     layers = {}
-    for name in sorted(pairs, key=lambda n: (int(n[4]), int(n.split("_")[1]))):
+    for name in sorted(pairs, key=conv_position):
         entry = pairs[name]
         if "W" not in entry:
             continue
