@@ -24,6 +24,7 @@ from ..paper.gradcheck import check_gradient
 from ..paper.images import deprocess, load_image, resize_longer, save_image, sized_inputs, white_noise
 from ..paper.normalize import normalize_over_images
 from ..paper.objective import build_objective
+from ..paper.optimize import LBFGS
 from ..paper.settings import Settings
 from ..paper.synthesis import check_size, synthesize
 from ..progress import Progress
@@ -85,7 +86,7 @@ def run_settings(args, kind="transfer"):
 
 
 def _optimizer_options(args):
-    if args.optimizer in ("lbfgs", "lbfgs-xp"):
+    if args.optimizer in LBFGS:
         if args.lr is not None:
             raise RefstyleError("--lr is the step size of gd and adam; L-BFGS finds its own steps (drop --lr)")
         return {"maxcor": PAPER_MAXCOR if args.maxcor is None else args.maxcor}

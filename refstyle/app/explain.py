@@ -12,6 +12,7 @@ import numpy as np
 from ..paper.gradcheck import check_gradient
 from ..paper.images import preprocess, white_noise
 from ..paper.losses import as_matrix, content_loss, gram, style_loss
+from ..nn.inputs import MEAN_BGR
 from ..paper.conventions import loss_weights
 from ..paper.objective import build_objective, content_targets, style_targets
 from ..paper.optimize import lbfgs
@@ -47,7 +48,7 @@ def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None):
     p = preprocess(rgb, net.dtype)
     x = white_noise((H, W), seed, net.dtype)
     yield "1. input (eq. none: Caffe's preprocessing)"
-    yield f"   the image is {H}×{W} RGB; x = BGR − mean pixel (103.939, 116.779, 123.68), shape {tuple(p.shape)}"
+    yield f"   the image is {H}×{W} RGB; x = BGR − mean pixel {MEAN_BGR}, shape {tuple(p.shape)}"
     yield f"   x ranges {float(p.min()):.3f} .. {float(p.max()):.3f}; the start x is seeded white noise (seed {seed})"
 
     F, _ = net.forward(x, [layer])

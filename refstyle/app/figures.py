@@ -1,6 +1,6 @@
 r"""The paper's figure grids: a grid is data, its cells run in parallel and are cached on disk.
 
-A grid is a small JSON description (``refstyle/figure_specs/*.json`` for the paper's
+A grid is a small JSON description (``refstyle/app/figure_specs/*.json`` for the paper's
 figures, or a user's own file)::
 
     {"title": "...",

@@ -32,7 +32,7 @@ REQUIRED_KEYS = ("x", "loss", "loss_content", "loss_style", "grad")
 
 
 def gradient_arrays(x, evaluation, settings=None):
-    """The arrays of a gradient file, from an :class:`~refstyle.objective.Evaluation`."""
+    """The arrays of a gradient file, from an :class:`~refstyle.paper.objective.Evaluation`."""
     e = evaluation
     arrays = {
         "x": to_numpy(x),

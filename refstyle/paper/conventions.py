@@ -6,7 +6,7 @@ instead of a sum, per-layer weights of :math:`10^3/N_l^2`, the input scaled by 2
 instead of 255. Comparing gradients across implementations then drowns in constant
 factors. A :class:`Convention` states those factors so that refstyle reproduces another
 implementation's numbers exactly, while computing only the paper's losses
-(:mod:`refstyle.losses`):
+(:mod:`refstyle.paper.losses`):
 
 - each image's Gram matrix is divided by ``gram_divisor(N_l, M_l)`` *with that image's
   own* :math:`M_l` before the two are compared (so with an artwork of another size

@@ -8,7 +8,7 @@ photograph :math:`\vec p`, :math:`A^l` the Gram matrix of the artwork :math:`\ve
 The gradients here are taken with respect to the response :math:`F^l` itself. The paper
 writes them "where :math:`F^l_{ij} > 0`" and 0 elsewhere: that mask is the derivative of
 the ReLU that produced :math:`F^l`, and refstyle applies it in exactly one place,
-:func:`refstyle.layers.relu_backward`, when :meth:`refstyle.VGG.backward` carries the
+:func:`refstyle.nn.layers.relu_backward`, when :meth:`refstyle.VGG.backward` carries the
 gradient down. Keeping it out of the losses lets each be checked alone.
 
 Responses arrive as network blobs ``(1, N_l, H_l, W_l)``; they are viewed as

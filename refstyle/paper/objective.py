@@ -6,7 +6,7 @@ r"""The total loss of the paper and its gradient with respect to the image.
     \qquad L_\text{style} = \sum_l w_l E_l
 
 One evaluation is one forward sweep to the deepest loss layer, the per-layer losses
-and their gradients :math:`\partial L/\partial F^l` (:mod:`refstyle.losses`), and one
+and their gradients :math:`\partial L/\partial F^l` (:mod:`refstyle.paper.losses`), and one
 backward sweep that carries all of them down to :math:`\partial L_\text{total}/\partial \vec x`.
 """
 
@@ -75,10 +75,10 @@ class Objective:
         None gives the convention's default (the paper: α/β = 1e-3).
     convention : str
         ``"paper"`` or the name of an implementation whose scaling to reproduce
-        (:mod:`refstyle.conventions`).
+        (:mod:`refstyle.paper.conventions`).
     tv_weight : float
         Weight of a total-variation term :math:`L_\text{TV}(\vec x)` added to the loss
-        (:func:`refstyle.losses.total_variation`); 0, as in the paper, by default.
+        (:func:`refstyle.paper.losses.total_variation`); 0, as in the paper, by default.
     """
 
     def __init__(self, net, P, A, layer_weights=None, alpha=None, beta=None, convention="paper", tv_weight=0.0):

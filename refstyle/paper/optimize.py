@@ -1,6 +1,6 @@
 r"""Optimisers over the image: SciPy's L-BFGS-B (the paper's), our own L-BFGS, gradient descent, Adam.
 
-Each takes ``evaluate(x) -> (loss, grad)`` (or an :class:`~refstyle.objective.Objective`),
+Each takes ``evaluate(x) -> (loss, grad)`` (or an :class:`~refstyle.paper.objective.Objective`),
 a start image ``x0`` in the network's dtype, and a number of iterations, and returns a
 :class:`Result` holding the image with the lowest loss seen. A ``callback(step)`` is
 called after each iteration with a :class:`Step`; it may raise
@@ -25,6 +25,7 @@ from .lbfgs import lbfgs_xp
 from .steps import Result, Step, StopOptimization, Tracker  # noqa: F401 (Result, Step: what the optimisers return)
 
 OPTIMIZERS = ("lbfgs", "lbfgs-xp", "gd", "adam")
+LBFGS = OPTIMIZERS[:2]  # the quasi-Newton ones: a history (maxcor), no learning rate
 
 
 def lbfgs(evaluate, x0, iters, maxcor=20, ftol=0.0, gtol=0.0, bounds=None, callback=None):

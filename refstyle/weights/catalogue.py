@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from ..errors import WeightsError
 from ..nn.arch import ARCHS
-from ..nn.inputs import is_input_convention
+from ..nn.inputs import CAFFE_INPUT, is_input_convention
 
 RECORDS_PACKAGE = "refstyle.weights.records"  # the top-level weights/ folder, installed under this name (setup.cfg)
 
@@ -129,7 +129,7 @@ FIELDS = {
     "size": (True, _is_size, "the size of the file at the URL in bytes, a positive whole number"),
     "sha256": (True, _or_null(_is_hex(64)), "the file's SHA-256 as 64 hex digits, or null when none is published"),
     "md5": (False, _or_null(_is_hex(32)), "the file's MD5 as 32 hex digits, or null"),
-    "input": (True, is_input_convention, 'like {"channels": "BGR", "range": [0, 255], "mean": [103.939, 116.779, 123.68]}'),
+    "input": (True, is_input_convention, f"like {json.dumps(CAFFE_INPUT)}"),
     "licence": (True, _is_text, "the licence of the weights, like 'CC BY 4.0'"),
     "description": (True, _is_text, "a sentence saying what the weights are"),
     "member": (False, _or_null(_is_member), "the path of the weights inside the archive, like 'pkg/weights/w.h5'"),

@@ -27,7 +27,7 @@ What makes them fast (each measured on a 2-core CPU, ``benchmarks/README.md``):
   :math:`U = G g G^\top` (:func:`winograd_filters`, one small GEMM per layer) is
   computed anew in each sweep: keeping it would hold 16/9 of the weights' memory.
 - **The input gradient is a convolution too**, with the filters flipped and their
-  channel axes swapped (:func:`refstyle.layers.conv_backward`); in the Winograd
+  channel axes swapped (:func:`refstyle.nn.layers.conv_backward`); in the Winograd
   domain that is the same :math:`U` with its tile positions permuted and each
   :math:`U_\xi` transposed (:data:`BACKWARD_TILE`): one transform serves both ways.
 - **Fused steps**: the bias is added once per tile, inside the output transform, and

@@ -53,7 +53,7 @@ def nchw_view(h):
 
     The shape and the values are the blob's; the memory stays channels last. The fast
     network hands its responses out this way when ``h`` is contiguous (NumPy and the
-    losses take any strides: :func:`refstyle.losses.as_matrix` of such a view is a
+    losses take any strides: :func:`refstyle.paper.losses.as_matrix` of such a view is a
     transposed matrix, which a GEMM reads as it is).
     """
     return h.transpose(2, 0, 1)[None]

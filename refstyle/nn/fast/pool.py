@@ -46,7 +46,7 @@ def _inverse_counts(xp, H, W, dtype):
 def pool_forward(x, mode):
     r"""Caffe's 2×2 stride-2 pooling of a channels-last ``x`` (H, W, C): ``"avg"`` or ``"max"``.
 
-    Same rules as :func:`refstyle.layers.pool_forward`: output ``ceil((H-2)/2)+1`` ×
+    Same rules as :func:`refstyle.nn.layers.pool_forward`: output ``ceil((H-2)/2)+1`` ×
     ``ceil((W-2)/2)+1``; avg divides by the window's in-image cells :math:`|R_{ij}|`;
     max keeps the first maximum in row-major window order. Returns ``(y, cache)``.
     """
