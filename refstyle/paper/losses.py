@@ -12,10 +12,18 @@ the ReLU that produced :math:`F^l`, and refstyle applies it in exactly one place
 gradient down. Keeping it out of the losses lets each be checked alone.
 
 Responses arrive as network blobs ``(1, N_l, H_l, W_l)``; they are viewed as
-:math:`N_l \times M_l` matrices, and gradients are returned in the blob's shape.
+:math:`N_l \times M_l` matrices, and gradients are returned in the blob's shape. A loss
+is returned as a float64 scalar of the array module: a NumPy ``float64`` (a Python
+float) on the CPU, a 0-d array left on the GPU, so that the objective adds a whole
+evaluation's terms there and reads them once (``float(L)`` reads one).
 """
 
 from ..backend import array_module
+
+
+def _sum64(a):
+    """``a.sum()`` as a float64 scalar, left where it is (no host transfer)."""
+    return array_module(a).asarray(a.sum(), dtype="float64")
 
 
 def as_matrix(F):
@@ -33,7 +41,7 @@ def content_loss(F, P):
     Returns ``(L, dF)`` with ``dF`` shaped like ``F``.
     """
     diff = F - P
-    return 0.5 * float((diff * diff).sum()), diff
+    return 0.5 * _sum64(diff * diff), diff
 
 
 def gram(F):
@@ -57,15 +65,17 @@ def style_loss(F, A):
     matrix, ``(N_l, N_l)``. Returns ``(E_l, dF)`` with ``dF`` shaped like ``F`` and
     laid out in memory as ``F`` is (channels last for the fast network's responses).
     """
-    xp = array_module(F)
     N_l = F.shape[1]
     M_l = F.size // N_l
     G = gram(F)
     diff = G - A
     scale = 1.0 / (N_l**2 * M_l**2)
-    E = 0.25 * scale * float((diff * diff).sum())
+    E = (0.25 * scale) * _sum64(diff * diff)
     Fm = as_matrix(F)
-    dF = xp.matmul(diff, Fm, out=xp.empty_like(Fm))  # (G - A) F, in F's memory order
+    if Fm.flags.c_contiguous:
+        dF = diff @ Fm
+    else:  # a channels-last response: Fᵀ (G − A), C-ordered (M_l, N_l), is (G − A) F in F's memory order
+        dF = (Fm.T @ diff).T
     dF *= scale
     return E, dF.reshape(F.shape)
 
@@ -99,7 +109,7 @@ def total_variation(x):
     xp = array_module(x)
     dv = x[:, :, 1:, :] - x[:, :, :-1, :]
     dh = x[:, :, :, 1:] - x[:, :, :, :-1]
-    L = float((dv * dv).sum() + (dh * dh).sum())
+    L = _sum64(dv * dv) + _sum64(dh * dh)
     dx = xp.zeros_like(x)
     dx[:, :, 1:, :] += 2 * dv
     dx[:, :, :-1, :] -= 2 * dv

@@ -12,6 +12,7 @@ backward sweep that carries all of them down to :math:`\partial L_\text{total}/\
 
 from typing import NamedTuple
 
+from ..backend import to_numpy
 from ..errors import RefstyleError
 from .conventions import get_convention, loss_weights
 from .images import preprocess
@@ -101,11 +102,15 @@ class Objective:
         self.tv_weight = float(tv_weight)
 
     def evaluate(self, x):
-        """One forward sweep, the losses, one backward sweep: an :class:`Evaluation`."""
+        """One forward sweep, the losses, one backward sweep: an :class:`Evaluation`.
+
+        Each layer's term stays where it was computed (on the GPU, a 0-d array) until
+        all are known; they are then read to the host together, once per evaluation.
+        """
         c = self.convention
+        xp = self.net.xp
         F, cache = self.net.forward(x, self.layers)
-        dF, layer_losses = {}, {}
-        loss_content = loss_style = 0.0
+        dF, terms = {}, {}  # terms: {("content" or "style", layer): that layer's term, before any weight}
         for name, P_l in self.P.items():
             if F[name].shape != P_l.shape:
                 raise RefstyleError(
@@ -115,8 +120,7 @@ class Objective:
             N_l, M_l = P_l.shape[1], P_l[0, 0].size
             k = c.content_factor(N_l, M_l)
             L, dL = content_loss(F[name], P_l)
-            layer_losses["content", name] = k * L
-            loss_content += k * L
+            terms["content", name] = k * L
             dF[name] = (self.alpha * k) * dL
         for name, A_hat in self.A.items():
             N_l, M_l = F[name].shape[1], F[name][0, 0].size
@@ -125,17 +129,21 @@ class Objective:
             A_l = A_hat if divisor == 1.0 else A_hat * divisor
             E, dE = style_loss(F[name], A_l)
             w = self.layer_weights[name]
-            layer_losses["style", name] = k * E
-            loss_style += w * k * E
+            terms["style", name] = k * E
             g = (self.beta * w * k) * dE
             dF[name] = g if name not in dF else dF[name] + g
         grad = self.net.backward(dF, cache)
+        if self.tv_weight:
+            L_tv, d_tv = total_variation(xp.asarray(x, dtype=grad.dtype))
+            terms["tv", "x"] = L_tv
+            grad += self.tv_weight * d_tv
+        values = to_numpy(xp.stack([xp.asarray(v, dtype="float64") for v in terms.values()]))  # the one read
+        layer_losses = {key: float(v) for key, v in zip(terms, values)}
+        loss_content = sum(v for (kind, _), v in layer_losses.items() if kind == "content")
+        loss_style = sum(self.layer_weights[name] * v for (kind, name), v in layer_losses.items() if kind == "style")
         loss = self.alpha * loss_content + self.beta * loss_style
         if self.tv_weight:
-            L_tv, d_tv = total_variation(self.net.xp.asarray(x, dtype=grad.dtype))
-            layer_losses["tv", "x"] = L_tv
-            loss += self.tv_weight * L_tv
-            grad += self.tv_weight * d_tv
+            loss += self.tv_weight * layer_losses["tv", "x"]
         return Evaluation(loss, grad, loss_content, loss_style, layer_losses, F, dF)
 
     def __call__(self, x):

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from ...backend import array_module
 from .layout import workspace_for, relu_mask
-from .winograd import winograd_backward_filters, winograd_conv, winograd_filters
+from .winograd import WINOGRAD_T, winograd_backward_filters, winograd_conv, winograd_filters
 from .im2col import im2col_conv, im2col_filters, planes_conv, planes_conv_backward
 
 # ---------------------------------------------------------------------------
@@ -68,14 +68,15 @@ def _filters(plan, work, backward=False):
         return plan.K_back if backward else plan.K
     W = plan.K
     O, C = W.shape[:2]
+    T = work.constant("winograd_T", WINOGRAD_T, W.dtype)
     if not backward:
         (U,) = work.arrays(W.dtype, (16, O, C), slot="filters")
-        return winograd_filters(W, out=U)
+        return winograd_filters(W, out=U, T=T)
     if O * C > SMALL_LAYER:
         (U,) = work.arrays(W.dtype, (16, O, C), slot="filters")
-        return winograd_backward_filters(winograd_filters(W, out=U))
+        return winograd_backward_filters(winograd_filters(W, out=U, T=T))
     U, U_back = work.arrays(W.dtype, (16, O, C), (16, C, O), slot="filters")
-    return winograd_backward_filters(winograd_filters(W, out=U), copy=True, out=U_back)
+    return winograd_backward_filters(winograd_filters(W, out=U, T=T), copy=True, out=U_back)
 
 
 class ConvReluCache(NamedTuple):

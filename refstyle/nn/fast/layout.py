@@ -146,6 +146,7 @@ class Workspace:
     def __init__(self, xp=np):
         self.xp = xp
         self._buffers = {}
+        self._constants = {}
 
     def arrays(self, dtype, *shapes, slot="bands"):
         dtype = np.dtype(dtype)
@@ -161,6 +162,13 @@ class Workspace:
             out.append(buffer[offset : offset + n].reshape(shape))
             offset += -(-n // step) * step
         return out
+
+    def constant(self, name, value, dtype):
+        """A constant array (a NumPy ``value``) on the workspace's device in ``dtype``: uploaded once, then kept."""
+        key = (name, np.dtype(dtype).str)
+        if key not in self._constants:
+            self._constants[key] = self.xp.asarray(value, dtype=dtype)
+        return self._constants[key]
 
     def nbytes(self, slot=None):
         """The memory the workspace holds (in one ``slot``, or in all)."""

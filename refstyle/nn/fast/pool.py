@@ -2,7 +2,6 @@ r"""Caffe's 2×2 stride-2 pooling on channels-last blobs: the same rules as :mod
 
 from typing import NamedTuple
 
-import numpy as np
 
 from ...backend import array_module
 from ..layers import pool_output_size
@@ -38,9 +37,9 @@ def _even_windows(x, fill):
 def _inverse_counts(xp, H, W, dtype):
     """``1 / |R_ij|``, the in-image cells of each window, as (Ho, Wo, 1)."""
     Ho, Wo = pool_output_size(H), pool_output_size(W)
-    rows = np.minimum(2 * np.arange(Ho) + 2, H) - 2 * np.arange(Ho)
-    cols = np.minimum(2 * np.arange(Wo) + 2, W) - 2 * np.arange(Wo)
-    return xp.asarray(1.0 / (rows[:, None, None] * cols[None, :, None]), dtype=dtype)
+    rows = xp.minimum(2 * xp.arange(Ho) + 2, H) - 2 * xp.arange(Ho)  # computed where it is used: no upload
+    cols = xp.minimum(2 * xp.arange(Wo) + 2, W) - 2 * xp.arange(Wo)
+    return (1.0 / (rows[:, None, None] * cols[None, :, None])).astype(dtype)
 
 
 def pool_forward(x, mode):
@@ -67,7 +66,7 @@ def pool_forward(x, mode):
         for k in range(1, 4):
             better = c[k] > y  # strict: an equal later cell does not replace the first maximum
             xp.copyto(y, c[k], where=better)
-            argmax[better] = k
+            xp.copyto(argmax, k, where=better)  # not argmax[better] = k: a mask index counts on the host
         return y, PoolCache(x.shape, mode, argmax=argmax)
     raise ValueError(f"pooling mode must be 'avg' or 'max', not {mode!r}")
 

@@ -39,14 +39,15 @@ BACKWARD_TILE = tuple(4 * _FLIP[a] + _FLIP[b] for a in range(4) for b in range(4
 WINOGRAD_T = np.einsum("au,bv->abuv", WINOGRAD_G, WINOGRAD_G).reshape(16, 9)
 
 
-def winograd_filters(W, out=None):
+def winograd_filters(W, out=None, T=None):
     r"""Transform 3×3 filters for Winograd F(2×2, 3×3): :math:`U_{\xi} = (G\, g_{o,c}\, G^\top)_{\xi}`.
 
     ``W`` (O, C, 3, 3) → ``U`` (16, O, C), ``U[4a + b, o, c] = Σ_uv G[a,u] W[o,c,u,v] G[b,v]``:
     at tile position ξ the products are ``V_ξ @ U[ξ].T`` with ``V_ξ`` (tiles × C).
     Computed as one product ``WINOGRAD_T @ W.reshape(O·C, 9).T`` in ``W``'s dtype
     (a sum of at most nine terms per entry: a few units of rounding in float32),
-    into ``out`` (16, O, C) when given. The fast network computes it anew in each
+    into ``out`` (16, O, C) when given; ``T``: ``WINOGRAD_T`` already on ``W``'s device in its
+    dtype (the workspace keeps it, so it is uploaded once, not in every sweep). The fast network computes it anew in each
     sweep rather than keeping 16/9 of the weights' memory: about 16 ms per sweep for
     VGG19's layers to ``conv5_1`` on two Zen 3 cores, 3–4% of an iteration at 256×256.
     """
@@ -55,7 +56,7 @@ def winograd_filters(W, out=None):
     if out is not None and not (out.shape == (16, O, C) and out.dtype == W.dtype and out.flags.c_contiguous):
         raise ValueError(f"out must be a C-contiguous {W.dtype} array of shape {(16, O, C)}")
     U = xp.empty((16, O, C), dtype=W.dtype) if out is None else out
-    T = xp.asarray(WINOGRAD_T, dtype=W.dtype)
+    T = xp.asarray(WINOGRAD_T, dtype=W.dtype) if T is None else T
     xp.matmul(T, W.reshape(O * C, 9).T, out=U.reshape(16, O * C))
     return U
 
@@ -118,10 +119,12 @@ def _output_columns(m, S):
     tile positions ``(a, 0..3)``, → ``S`` (2, nb, nTw, O): ``m0 + m1 + m2`` and ``m1 - m2 - m3``.
     """
     xp = array_module(m)
-    xp.add(m[0], m[1], out=S[0])
-    xp.add(S[0], m[2], out=S[0])
-    xp.subtract(m[1], m[2], out=S[1])
-    xp.subtract(S[1], m[3], out=S[1])
+    m0, m1, m2, m3 = m[0], m[1], m[2], m[3]
+    S0, S1 = S[0], S[1]  # each view bound once: CuPy copies an input that is another view of out's memory
+    xp.add(m0, m1, out=S0)
+    xp.add(S0, m2, out=S0)
+    xp.subtract(m1, m2, out=S1)
+    xp.subtract(S1, m3, out=S1)
 
 
 def _output_rows(S, y, relu):
@@ -192,7 +195,8 @@ def winograd_conv(x, U, bias=None, relu=False, mask=None, work=None, budget=None
             for b in range(4):
                 xp.matmul(Vm[b], U[4 * a + b].T, out=Mm[b])
             if bias is not None and a == 1:
-                xp.add(M[1], bias, out=M[1])
+                M1 = M[1]
+                xp.add(M1, bias, out=M1)
             _output_columns(M, S[a])
         _output_rows(S, y[2 * r0 : 2 * r1], relu)
     return y[:H, :Wd]
