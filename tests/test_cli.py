@@ -158,3 +158,21 @@ def test_loss_weights_are_resolved_in_one_place():
     s = refstyle.Settings(convention="pytorch-tutorial").resolved()
     assert s.content_layers == ("conv2_2",) and s.alpha == 1.0 and s.beta == 1e6
     assert refstyle.Settings().resolved().style_layers == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+def test_defaults_follow_the_device_unless_given():
+    from refstyle.app.commands import DEVICE_DEFAULTS, device_default
+    from refstyle.app.parser import build_parser
+
+    parse = build_parser().parse_args
+    cpu = parse(["transfer", "c.png", "s.png", "-o", "o.png", "--weights", "w.npz"])
+    gpu = parse(["transfer", "c.png", "s.png", "-o", "o.png", "--weights", "w.npz", "--device", "gpu"])
+    assert (device_default(cpu, "optimizer"), device_default(cpu, "kernels")) == ("lbfgs", "fast")
+    assert (device_default(gpu, "optimizer"), device_default(gpu, "kernels")) == ("lbfgs-xp", "reference")
+    mine = parse(["transfer", "c.png", "s.png", "-o", "o.png", "--weights", "w.npz", "--device", "gpu",
+                  "--optimizer", "adam", "--kernels", "im2col"])
+    assert (device_default(mine, "optimizer"), device_default(mine, "kernels")) == ("adam", "im2col")
+    figure = parse(["figure", "fig2", "-o", "f.png", "--device", "gpu"])
+    assert device_default(figure, "kernels") == DEVICE_DEFAULTS["gpu"]["kernels"]
+    grad = parse(["grad", "c.png", "s.png", "-o", "g.npz", "--weights", "w.npz"])
+    assert grad.kernels == "reference"  # a gradient to compare: the readable kernels, whatever the machine

@@ -195,12 +195,14 @@ class Job(NamedTuple):
 
 
 def cell_job(spec, images, weights, arch, pooling, dtype="float32", device="cpu", size=PAPER_SIZE, iters=PAPER_ITERS,
-             seed=0, kernels="fast"):
+             seed=0, kernels="fast", optimizer=None):
     """The :class:`Job` of one cell (kinds transfer, content, style) from its merged spec."""
     kind = spec["kind"]
     # the paper's layers stated, not left to the convention: a cell's cache key holds every setting
     settings = Settings(content_layers=PAPER_CONTENT_LAYERS, style_layers=PAPER_STYLE_LAYERS, size=int(size),
                         iters=int(iters), seed=int(seed))
+    if optimizer is not None:  # the grid's optimiser; a cell's own "optimizer" overrides it
+        settings = settings._replace(optimizer=optimizer)
     changes = {k: spec[k] for k in ("style_blend", "style_scale", "init", "optimizer", "tv_weight") if k in spec}
     if "content_layers" in spec:
         changes["content_layers"] = tuple(spec["content_layers"])
@@ -372,7 +374,7 @@ class FigureResult(NamedTuple):
 
 
 def make_grid(grid, images, weights, arch=None, pooling=PAPER_POOLING, dtype="float32", device="cpu", size=PAPER_SIZE, iters=PAPER_ITERS,
-              seed=0, jobs=1, scheduler=None, cache_dir=None, progress=None, kernels="fast"):
+              seed=0, jobs=1, scheduler=None, cache_dir=None, progress=None, kernels="fast", optimizer=None):
     """Compute every cell of ``grid`` (from the cache where possible): a :class:`FigureResult`.
 
     ``images``: ``{file name: path}`` (:func:`find_images`). ``progress(done, total, text)``
@@ -398,7 +400,7 @@ def make_grid(grid, images, weights, arch=None, pooling=PAPER_POOLING, dtype="fl
         elif spec["kind"] == "image":
             out[at] = resize_longer(load_image(images[_inputs(spec)[0]]), size)
         else:
-            job = cell_job(spec, images, weights, arch, pooling, dtype, device, size, iters, seed, kernels)
+            job = cell_job(spec, images, weights, arch, pooling, dtype, device, size, iters, seed, kernels, optimizer)
             key = cell_key(job, sha256)
             where.setdefault(key, []).append(at)
             todo[key] = job

@@ -24,6 +24,7 @@ from ..paper.conventions import (
 from ..paper.optimize import OPTIMIZERS
 from ..version import __version__
 from . import commands
+from .commands import DEVICE_DEFAULTS
 
 
 def _layer_list(text):
@@ -62,6 +63,13 @@ def _positive_int_list(text):
     return [_positive_int(v.strip()) for v in text.split(",") if v.strip()]
 
 
+BY_DEVICE = "by device"  # a default that commands.DEVICE_DEFAULTS gives for the run's --device
+
+
+def _by_device(option):
+    return ", ".join(f"{value} on the {device.upper()}" for device, d in DEVICE_DEFAULTS.items() for value in [d[option]])
+
+
 def _add_model_options(p, weights_required=True, kernels=None):
     p.add_argument("--weights", required=weights_required, metavar="FILE|NAME",
                    help="VGG weights: a .caffemodel, a Keras .h5, a PyTorch .pth, a refstyle .npz, or a known "
@@ -71,9 +79,11 @@ def _add_model_options(p, weights_required=True, kernels=None):
     p.add_argument("--pooling", choices=POOLINGS,
                    help="average (the paper's) or max pooling (default: the convention's)")
     if kernels is not None:
-        p.add_argument("--kernels", choices=KERNELS, default=kernels,
+        default = None if kernels == BY_DEVICE else kernels
+        shown = _by_device("kernels") + " (few, large matrix products suit a GPU)" if default is None else kernels
+        p.add_argument("--kernels", choices=KERNELS, default=default,
                        help=f"the layers' code: the readable reference kernels, or the fast ones (Winograd, channels "
-                       f"last; the same numbers to float32 rounding, benchmarks/README.md) (default {kernels})")
+                       f"last; the same numbers to float32 rounding, benchmarks/README.md) (default: {shown})")
 
 
 def _add_loss_options(p):
@@ -104,9 +114,10 @@ def _add_synthesis_options(p):
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--iters", type=_positive_int, default=PAPER_ITERS,
                    help=f"iterations per scale (default {PAPER_ITERS})")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=OPTIMIZERS[0],
+    p.add_argument("--optimizer", choices=OPTIMIZERS,
                    help="SciPy's L-BFGS-B (the paper's), refstyle's own L-BFGS on the array module (stays on the GPU; "
-                   "no pixel bounds), gradient descent, or Adam (default lbfgs)")
+                   f"no pixel bounds), gradient descent, or Adam (default: {_by_device('optimizer')}, which "
+                   "spares a copy to the host and back at every evaluation)")
     p.add_argument("--lr", type=_finite_float, help="step size of gd and adam")
     p.add_argument("--maxcor", type=_positive_int, help=f"L-BFGS history size (default {PAPER_MAXCOR})")
     p.add_argument("--no-bounds", action="store_true", help="lbfgs without pixel bounds (lbfgs-xp has none)")
@@ -117,7 +128,7 @@ def _add_synthesis_options(p):
     p.add_argument("--scales", type=_positive_int, default=1, help="coarse-to-fine scales (default 1)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save a numbered snapshot every N iterations")
     p.add_argument("--device", choices=DEVICES, default=DEVICES[0])
-    _add_model_options(p, kernels="fast")
+    _add_model_options(p, kernels=BY_DEVICE)
     _add_loss_options(p)
 
 
@@ -226,7 +237,7 @@ def build_parser():
     figure.add_argument("--cache", metavar="DIR", help="where finished cells are kept (default $REFSTYLE_CACHE/cells)")
     figure.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
     figure.add_argument("--device", choices=DEVICES, default=DEVICES[0])
-    _add_model_options(figure, weights_required=False, kernels="fast")
+    _add_model_options(figure, weights_required=False, kernels=BY_DEVICE)
     figure.set_defaults(run=commands.figure)
 
     explain = subcommands.add_parser(
