@@ -273,7 +273,7 @@ def _host_to_device(obj, dtype=None, order="K", ndmin=0):
             shapes = {x.shape for x in leaves}
             if len(shapes) == 1:  # a nested sequence of device arrays: concatenated on the device
                 _call("array (concatenate)")
-                a = np.array([_leaf_host(x) for x in leaves], dtype=dtype, ndmin=ndmin)
+                a = np.array([x._a for x in leaves], dtype=dtype, ndmin=ndmin)
                 return _wrap(a.reshape(_nested_shape(obj) + leaves[0].shape))
         # numpy.array on a sequence that holds a device array calls its __array__: IMPLICIT
     if isinstance(obj, np.ndarray) and order in ("K", "A", None):
@@ -295,10 +295,6 @@ def _leaves(seq):
         else:
             out.append(x)
     return out
-
-
-def _leaf_host(x):
-    return x._a  # internal: the values of a device array, for a device-side concatenation
 
 
 def _nested_shape(seq):
@@ -795,8 +791,7 @@ def _fill(target, value):
         if value.shape != ():
             raise ValueError("non-scalar numpy.ndarray cannot be used for fill")
         value = value.item()
-    _kernel_arg(value)  # TypeError for anything but a scalar (a list, ...)
-    target[...] = value
+    target[...] = _kernel_arg(value)  # TypeError for anything but a scalar or a device array (a list, ...)
     _call("fill")
 
 
@@ -1234,6 +1229,7 @@ def dot(a, b, out=None):
             raise ValueError("Not supported dtype combination.")
         if not o.flags.c_contiguous:
             raise ValueError("Output array must be C-contiguous")
+    if x.ndim <= 2 and y.ndim <= 2:
         _matmul_hidden_copies(x, y, o, "dot")
     _call("dot")
     return _result(np.dot(x, y, out=o), out)

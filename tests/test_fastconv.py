@@ -199,8 +199,9 @@ def test_pool_matches_the_reference(xp, dtype, mode, hw):
     assert y.dtype == dtype and dx.dtype == dtype and type(y) is type(x)
     if mode == "avg" and xp is not np:
         # CuPy's reduction kernel adds a window's cells in tree order, the fast kernel one by
-        # one: the same sum up to rounding (the divisors 1, 2, 4 are exact either way)
-        assert max_rel_error(to_numpy(fc.nchw(y)), to_numpy(y_ref)) <= 4 * np.finfo(dtype).eps
+        # one: the same sum up to rounding, a few units in the last place of the window's
+        # largest cell (the divisors 1, 2, 4 are exact either way)
+        assert max_rel_error(to_numpy(fc.nchw(y)), to_numpy(y_ref)) <= 16 * np.finfo(dtype).eps
     else:  # NumPy sums the same cells in the same order, and max pooling does no arithmetic
         np.testing.assert_array_equal(to_numpy(fc.nchw(y)), to_numpy(y_ref))
     np.testing.assert_array_equal(to_numpy(fc.nchw(dx)), to_numpy(dx_ref))  # dy times 1, 1/2 or 1/4: exact
