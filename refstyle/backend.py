@@ -8,6 +8,8 @@ CuPy is imported lazily and is optional: on a machine without it, asking for the
 raises a :class:`~refstyle.errors.RefstyleError` that says how to install it.
 """
 
+import functools
+
 import numpy as np
 
 from .errors import RefstyleError
@@ -16,8 +18,14 @@ DEVICES = ("cpu", "gpu")
 DTYPES = ("float32", "float64")  # float32 for speed, float64 where a gradient is checked
 
 
+@functools.cache
 def _cupy():
-    """Return the CuPy module, or None when it is not installed or has no GPU."""
+    """Return the CuPy module, or None when it is not installed or has no GPU.
+
+    Every path to the GPU module goes through here (:func:`array_module`,
+    :func:`device_module`, :func:`have_gpu`), so that a test can hand refstyle another
+    module for ``device="gpu"``: the suite's CuPy emulation on machines without a GPU.
+    """
     try:
         import cupy
     except ImportError:
@@ -42,9 +50,7 @@ def array_module(*arrays):
     """
     for a in arrays:
         if type(a).__module__.startswith("cupy"):
-            import cupy
-
-            return cupy
+            return _cupy()
     return np
 
 

@@ -39,20 +39,35 @@ def require_torch():
     return torch
 
 
-BACKENDS = [
-    "numpy",
-    pytest.param("cupy", marks=pytest.mark.skipif(not have_gpu(), reason="no CuPy/GPU here")),
-]
+BACKENDS = ["numpy", "cupy"]
 
 
 @pytest.fixture(params=BACKENDS)
-def xp(request):
-    """The array module under test: numpy, and cupy where a GPU is present."""
-    if request.param == "cupy":
+def xp(request, monkeypatch):
+    """The array module under test: numpy, and cupy.
+
+    "cupy" is the real CuPy where a GPU is present, and elsewhere the suite's emulation of
+    it (``cupy_emulation``: NumPy underneath, CuPy's rules on host arrays, implicit
+    conversions and signatures on top), which refstyle is then given as its GPU module
+    for the duration of the test.
+    """
+    if request.param == "numpy":
+        return np
+    if have_gpu():
         import cupy
 
         return cupy
-    return np
+    return emulated_gpu(monkeypatch)
+
+
+def emulated_gpu(monkeypatch):
+    """Make the CuPy emulation refstyle's GPU module (``device="gpu"``, its arrays) and return it."""
+    import cupy_emulation
+
+    import refstyle.backend
+
+    monkeypatch.setattr(refstyle.backend, "_cupy", lambda: cupy_emulation)
+    return cupy_emulation
 
 
 @pytest.fixture(params=["float32", "float64"])

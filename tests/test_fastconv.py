@@ -197,9 +197,14 @@ def test_pool_matches_the_reference(xp, dtype, mode, hw):
     y, cache = fc.pool_forward(fc.to_hwc(x), mode)
     dx = fc.pool_backward(fc.to_hwc(dy), cache)
     assert y.dtype == dtype and dx.dtype == dtype and type(y) is type(x)
-    # the same cells summed in the same order: equal to the last bit
-    np.testing.assert_array_equal(to_numpy(fc.nchw(y)), to_numpy(y_ref))
-    np.testing.assert_array_equal(to_numpy(fc.nchw(dx)), to_numpy(dx_ref))
+    if mode == "avg" and xp is not np:
+        # CuPy's reduction kernel adds a window's cells in tree order, the fast kernel one by
+        # one: the same sum up to rounding, a few units in the last place of the window's
+        # largest cell (the divisors 1, 2, 4 are exact either way)
+        assert max_rel_error(to_numpy(fc.nchw(y)), to_numpy(y_ref)) <= 16 * np.finfo(dtype).eps
+    else:  # NumPy sums the same cells in the same order, and max pooling does no arithmetic
+        np.testing.assert_array_equal(to_numpy(fc.nchw(y)), to_numpy(y_ref))
+    np.testing.assert_array_equal(to_numpy(fc.nchw(dx)), to_numpy(dx_ref))  # dy times 1, 1/2 or 1/4: exact
 
 
 def test_max_pool_routes_ties_to_the_first_maximum():
