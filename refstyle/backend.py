@@ -18,7 +18,6 @@ DEVICES = ("cpu", "gpu")
 DTYPES = ("float32", "float64")  # float32 for speed, float64 where a gradient is checked
 
 
-@functools.cache
 def _cupy():
     """Return the CuPy module, or None when it is not installed or has no GPU.
 
@@ -26,20 +25,39 @@ def _cupy():
     :func:`device_module`, :func:`have_gpu`), so that a test can hand refstyle another
     module for ``device="gpu"``: the suite's CuPy emulation on machines without a GPU.
     """
+    return _probe()[0]
+
+
+@functools.cache
+def _probe():
+    """``(cupy, "")`` when CuPy runs here, else ``(None, why not)``.
+
+    Counting devices is not enough: with the driver but without CUDA's compiler and math
+    libraries CuPy imports, counts the GPU and fails at its first kernel. So one small
+    element-wise operation (compiled by NVRTC) and one small matrix product (cuBLAS) are
+    run and their results checked before the GPU is taken as usable.
+    """
     try:
         import cupy
     except ImportError:
-        return None
+        return None, "CuPy is not installed"
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
-            return None
-    except Exception:  # no driver, no device: CuPy imports but cannot run
-        return None
-    return cupy
+            return None, "CuPy sees no GPU"
+    except Exception as e:  # no driver, no device: CuPy imports but cannot run
+        return None, f"CuPy finds no usable GPU driver ({type(e).__name__}: {e})"
+    try:
+        a = cupy.arange(4, dtype=cupy.float32).reshape(2, 2) * 2 + 1  # an element-wise kernel
+        product = (a @ a).get()  # a matrix product, read back
+    except Exception as e:  # e.g. libnvrtc or libcublas missing
+        return None, f"CuPy cannot run a kernel here ({type(e).__name__}: {e})"
+    if not np.array_equal(product, [[16.0, 24.0], [40.0, 64.0]]):
+        return None, f"CuPy computed a wrong matrix product here ({product.tolist()})"
+    return cupy, ""
 
 
 def have_gpu():
-    """True when CuPy is installed and sees at least one GPU."""
+    """True when CuPy is installed, sees a GPU and runs an element-wise kernel and a matrix product on it."""
     return _cupy() is not None
 
 
@@ -62,8 +80,9 @@ def device_module(device="cpu"):
         cupy = _cupy()
         if cupy is None:
             raise RefstyleError(
-                "--device gpu needs CuPy and an NVIDIA GPU: install the package with the "
-                "'gpu' extra (pip install 'refstyle[gpu]') on a machine with CUDA, or use --device cpu"
+                f"--device gpu needs CuPy running on an NVIDIA GPU, and {_probe()[1]}: install the package "
+                "with the 'gpu' extra (pip install 'refstyle[gpu]': CuPy with the CUDA libraries it compiles "
+                "and multiplies with) on a machine with an NVIDIA driver, or use --device cpu"
             )
         return cupy
     raise RefstyleError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")

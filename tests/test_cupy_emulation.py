@@ -348,12 +348,23 @@ def test_a_host_out_for_the_style_gradient(gpu, tmp_path):
     F = dev(rng.standard_normal((1, 4, 3, 5)))
     A = dev(rng.standard_normal((4, 4)))
     ok = planted(tmp_path, "style_loss")
-    E, dF = ok.style_loss(F, A)
-    assert isinstance(E, float) and type(dF) is gpu.ndarray
-    bad = planted(tmp_path, "style_loss", ("out=xp.empty_like(Fm)", "out=np.empty(Fm.shape, Fm.dtype)"),
-                  ("from .backend import array_module", "import numpy as np\n\nfrom .backend import array_module"))
+    with gpu.counting() as c:
+        E, dF = ok.style_loss(F, A)
+    assert type(E) is gpu.ndarray and E.shape == () and type(dF) is gpu.ndarray  # the loss stays on the device
+    assert c.syncs == 0 and c.d2h == 0
+    bad = planted(tmp_path, "style_loss", ("dF = diff @ Fm", "dF = array_module(F).matmul(diff, Fm, out=np.empty(Fm.shape, Fm.dtype))"),
+                  ("from ..backend import array_module", "import numpy as np\n\nfrom ..backend import array_module"))
     with pytest.raises(TypeError, match="cupy.ndarray"):
         bad.style_loss(F, A)
+
+
+def test_a_float_of_a_loss_is_a_sync(gpu, tmp_path):
+    """Reading each layer's loss as it is computed (the old ``float((diff * diff).sum())``) is a sync per layer."""
+    F, P = dev(rng.standard_normal((1, 4, 3, 5))), dev(rng.standard_normal((1, 4, 3, 5)))
+    bad = planted(tmp_path, "content_loss", ("return 0.5 * _sum64(diff * diff), diff", "return 0.5 * float((diff * diff).sum()), diff"))
+    with gpu.counting() as c:
+        bad.content_loss(F, P)
+    assert c.syncs == 1 and c.d2h == 1
 
 
 def test_a_float_in_a_loop_is_a_sync_per_pass(gpu, tmp_path):
@@ -384,10 +395,14 @@ def test_numpy_only_bit_packing_on_the_device(gpu, tmp_path):
 
 def test_host_pooling_divisors(gpu, tmp_path):
     x = dev(rng.standard_normal((5, 7, 3)))
+    ok = planted(tmp_path, FAST_POOLING)
+    with gpu.counting() as c:
+        ok.pool_forward(x, "avg")
+    assert c.h2d == 0
     bad = planted(tmp_path, FAST_POOLING, (
-        "return xp.asarray(1.0 / (rows[:, None, None] * cols[None, :, None]), dtype=dtype)",
-        "return (1.0 / (rows[:, None, None] * cols[None, :, None])).astype(dtype)",
-    ))
+        "rows = xp.minimum(2 * xp.arange(Ho) + 2, H) - 2 * xp.arange(Ho)",
+        "rows = np.minimum(2 * np.arange(Ho) + 2, H) - 2 * np.arange(Ho)",
+    ), ("from ...backend import array_module", "import numpy as np\n\nfrom ...backend import array_module"))
     with pytest.raises(TypeError, match="Unsupported type <class 'numpy.ndarray'>"):
         bad.pool_forward(x, "avg")
 
@@ -398,13 +413,13 @@ def test_mask_assignments_in_the_fast_max_pooling_are_syncs(gpu, tmp_path):
     ok = planted(tmp_path, FAST_POOLING)
     with gpu.counting() as c:
         y, cache = ok.pool_forward(x, "max")
-    assert c.syncs == 3
-    fixed = planted(tmp_path, FAST_POOLING, ("argmax[better] = k", "xp.copyto(argmax, k, where=better)"))
-    with gpu.counting() as c:
-        y2, cache2 = fixed.pool_forward(x, "max")
     assert c.syncs == 0
+    bad = planted(tmp_path, FAST_POOLING, ("xp.copyto(argmax, k, where=better)", "argmax[better] = k"))
+    with gpu.counting() as c:
+        y2, cache2 = bad.pool_forward(x, "max")
+    assert c.syncs == 3
     np.testing.assert_array_equal(y2.get(), y.get())
-    np.testing.assert_array_equal(cache2.scale_or_argmax.get(), cache.scale_or_argmax.get())
+    np.testing.assert_array_equal(cache2.argmax.get(), cache.argmax.get())
 
 
 # --- refstyle's backend and the xp fixture ----------------------------------------------------

@@ -173,3 +173,47 @@ def test_the_same_numbers_on_every_backend(xp):
     for n in names:
         assert max_rel_error(to_numpy(F[n]), Fr[n]) < 1e-5
     assert max_rel_error(to_numpy(dx), ref.backward(dF, cache_r)) < 1e-5
+
+
+class _FakeCupy:
+    """A CuPy that imports and counts a GPU, but whose kernels fail (no NVRTC) or whose products are wrong."""
+
+    def __init__(self, fail=None, wrong=False):
+        self.fail, self.wrong = fail, wrong
+        self.float32 = np.float32
+        runtime = type("runtime", (), {"getDeviceCount": staticmethod(lambda: 1)})
+        self.cuda = type("cuda", (), {"runtime": runtime})
+
+    def arange(self, n, dtype):
+        if self.fail:
+            raise RuntimeError(self.fail)
+        a = np.arange(n, dtype=dtype)
+        fake = self
+
+        class Array(np.ndarray):
+            def get(self):
+                return np.asarray(self) + (1 if fake.wrong else 0)
+
+        return a.view(Array)
+
+
+@pytest.mark.parametrize("fake, reason", [
+    (_FakeCupy(fail="libnvrtc.so.12: cannot open shared object file"), "cannot run a kernel here.*libnvrtc"),
+    (_FakeCupy(wrong=True), "computed a wrong matrix product"),
+])
+def test_have_gpu_runs_a_kernel_and_a_product_before_it_says_yes(monkeypatch, fake, reason):
+    import sys
+
+    from refstyle import backend
+
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    backend._probe.cache_clear()
+    try:
+        assert not backend.have_gpu()
+        with pytest.raises(RefstyleError, match=f"needs CuPy running on an NVIDIA GPU, and CuPy {reason}"):
+            refstyle.VGG(refstyle.generate_weights("vgg16"), device="gpu")
+        monkeypatch.setitem(sys.modules, "cupy", _FakeCupy())
+        backend._probe.cache_clear()
+        assert backend.have_gpu()  # the same fake with working kernels passes the probe
+    finally:
+        backend._probe.cache_clear()
