@@ -204,3 +204,23 @@ def test_no_gpu_is_one_clear_line(small, capsys, monkeypatch):
                          "-o", small["dir"] / "o.png", "--size", 26, "--iters", 2, "--device", "gpu")
     assert status == 1 and err.count("\n") == 1 and "--device gpu needs CuPy" in err
     assert not os.path.exists(small["dir"] / "o.png")
+
+
+def test_lbfgs_xp_keeps_its_two_loop_recursion_on_the_device(gpu):
+    """The line search reads a few scalars per iteration; the 2m dot products of the recursion stay on the device."""
+    from refstyle.paper.lbfgs import lbfgs_xp
+
+    a = gpu.asarray(rng.uniform(1, 10, (1, 3, 8, 8)))
+
+    def quadratic(x):
+        return 0.5 * (a * x * x).sum(), a * x
+
+    x0 = gpu.asarray(rng.standard_normal((1, 3, 8, 8)))
+    per_iteration = {}
+    for m in (5, 20):
+        with gpu.counting() as c:
+            result = lbfgs_xp(quadratic, x0, 30, maxcor=m)
+        assert result.iterations == 30 and type(result.x) is gpu.ndarray
+        per_iteration[m] = c.syncs / result.iterations
+    assert per_iteration[20] <= 10  # with the recursion's dots read back it was over 40
+    assert per_iteration[20] - per_iteration[5] < 1

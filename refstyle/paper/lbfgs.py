@@ -37,8 +37,13 @@ def _dot(a, b):
     six and a half, at a third of the cost of summing every product in float64 (measured on
     the CPU: 0.28 ms against 1.1 ms; ``sdot`` 0.22 ms).
     """
+    return float(_dot_on_device(a, b))
+
+
+def _dot_on_device(a, b):
+    """:func:`_dot` left on the arrays' device, as a float64 0-d array (or NumPy scalar): no synchronisation."""
     rows = a[..., None, :] @ b[..., :, None]  # one dot product per row of the last axis
-    return float(rows.sum(dtype=np.float64))
+    return rows.sum(dtype=np.float64)
 
 
 def _two_loop(g, pairs, gamma):
@@ -54,18 +59,20 @@ def _two_loop(g, pairs, gamma):
         r \leftarrow \gamma q; \quad \text{for } i = k-m, \dots, k-1:\;
             \beta = \rho_i y_i^T r, \quad r \leftarrow r + (\alpha_i - \beta) s_i
 
-    and :math:`r = H_k g`. Cost: :math:`4 m n` multiply-adds, no matrix is formed.
+    and :math:`r = H_k g`. Cost: :math:`4 m n` multiply-adds, no matrix is formed. The
+    :math:`\alpha_i` and :math:`\beta` stay on the device (no host synchronisation: on a GPU
+    that is :math:`2m` fewer per iteration) and enter the updates in the image's dtype.
     """
     q = g.copy()
     alphas = []
     for s, y, rho in reversed(pairs):
-        alpha = rho * _dot(s, q)
+        alpha = (rho * _dot_on_device(s, q)).astype(q.dtype)
         q -= alpha * y
         alphas.append(alpha)
     r = q
     r *= gamma
     for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
-        beta = rho * _dot(y, r)
+        beta = (rho * _dot_on_device(y, r)).astype(r.dtype)
         r += (alpha - beta) * s
     return r
 
