@@ -3,17 +3,21 @@ r"""``refstyle explain``: the walkthrough's steps (docs/walkthrough.md) on the u
 :func:`explain` yields the lines of the walk: the input and its preprocessing, the
 responses :math:`F^l` (``N_l``, ``M_l``), the content loss and its gradient, the Gram
 matrix, the style loss and its gradient, the ReLU mask, the total loss, the gradient
-with respect to the image, and a few L-BFGS iterations, each gradient checked by
-central differences. It works in float64 (the checks need it).
+with respect to the image, a few L-BFGS iterations, and the paper's own objective (content
+``conv4_2``, style ``conv1_1 … conv5_1``, :math:`w_l = 1/5`) with each layer's share of the
+loss, each gradient checked by central differences (:func:`~refstyle.gradcheck.check_gradient`:
+PASS, PASS within the noise floor, or FAIL). It works in float64 (the checks need it).
 """
 
 import numpy as np
 
+from .conventions import PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS
 from .gradcheck import check_gradient
 from .images import preprocess, white_noise
 from .losses import as_matrix, content_loss, gram, style_loss
 from .objective import Objective, content_targets, style_targets
 from .optimize import lbfgs
+from .synthesis import minimum_size
 
 
 def _check(report, tol=1e-6):
@@ -30,6 +34,33 @@ def _check_in_F(f, F):
     :math:`\delta \ge \epsilon |L|` of the loss, would leave them unresolved).
     """
     return _check(check_gradient(f, F, coords=0, largest=10, directions=5))
+
+
+def paper_layers(net, p, x, alpha=1e-3, beta=1.0):
+    r"""Step 10: eq. 7 on the paper's layers, each term's share of :math:`L`, and :math:`\partial L/\partial x` checked.
+
+    The content layer is ``conv4_2``, the style layers ``conv1_1 … conv5_1`` with
+    :math:`w_l = 1/5` (:data:`~refstyle.conventions.PAPER_STYLE_LAYERS`); the targets are the
+    image's own :math:`P^l` and :math:`A^l`, as in the steps before. A term's share is
+    :math:`\alpha L_{content} / L` or :math:`\beta w_l E_l / L`.
+    """
+    content, style = list(PAPER_CONTENT_LAYERS), list(PAPER_STYLE_LAYERS)
+    yield (f"10. the paper's layers (eq. 7): content {', '.join(content)}, style {' '.join(style)}, "
+           f"w_l = 1/{len(style)}, α = {alpha:g}, β = {beta:g}, targets from the image itself")
+    need = minimum_size(content + style, net.arch)
+    if min(x.shape[2:]) < need:
+        yield f"   (skipped: the image is {x.shape[2]}×{x.shape[3]}, conv5_1 needs {need} pixels on each side)"
+        return
+    objective = Objective(net, content_targets(net, p, content), style_targets(net, [p], style), None, alpha, beta)
+    e = objective.evaluate(x)
+    for (kind, name), term in e.layer_losses.items():
+        F_l = e.F[name]
+        weight, symbol = (alpha, "α L_content") if kind == "content" else (beta * objective.layer_weights[name], "β w_l E_l")
+        H_W = f"{F_l.shape[2]}×{F_l.shape[3]}"
+        yield (f"   {kind:<7} {name}: N_l = {F_l.shape[1]:>3}, M_l = {H_W:>5} = {F_l[0, 0].size:>4}, "
+               f"{symbol} = {weight * term:<9.4g} ({100 * weight * term / e.loss:.2g}% of L)")
+    yield f"   L = {e.loss:.6g}; ∂L/∂x at the white noise:"
+    yield "   " + _check(check_gradient(objective, x, coords=2, largest=2, directions=1))
 
 
 def explain(net, rgb, layer, seed=0, iters=10, alpha=1e-3, beta=1.0):
@@ -79,3 +110,5 @@ def explain(net, rgb, layer, seed=0, iters=10, alpha=1e-3, beta=1.0):
     result = lbfgs(objective, x, iters=iters, bounds=(float(p.min()), float(p.max())))
     yield f"9. L-BFGS-B (history 20, ftol = gtol = 0, bounds at the image's min and max), {iters} iterations"
     yield f"   L: {e.loss:.6g} -> {result.loss:.6g} in {result.iterations} iterations, {result.evaluations} evaluations"
+
+    yield from paper_layers(net, p, x, alpha, beta)
