@@ -39,8 +39,7 @@ a kink (or a curvature too strong for it): the probe is re-probed at :math:`h/2`
 
 **Noise of f.** :math:`\hat\sigma` is measured once, from ``f`` at :math:`x + k\,t\,v`,
 :math:`k = 0..6`, along two random unit :math:`v` with :math:`t = h_0/16` (12 evaluations; Moré &
-Wild's ECnoise):
-the :math:`k`-th differences of those seven values are rounding noise for :math:`k \ge 3` (a
+Wild's ECnoise): the :math:`k`-th differences of those seven values are rounding noise for :math:`k \ge 3` (a
 response is piecewise linear in ``x``, the paper's losses piecewise polynomials of degree 2
 and 4), and :math:`\gamma_k \overline{(\Delta^k)^2}`, :math:`\gamma_k = (k!)^2/(2k)!`, estimates
 :math:`\sigma^2`; :math:`\hat\sigma` is the root mean square over :math:`k = 3..6`, the smaller of
@@ -52,7 +51,9 @@ probe whose relative bound is within ``tol`` agrees (relative error :math:`\le` 
 fails; one whose bound is wider is *unresolved*: finite differences cannot tell ``tol``
 there, and it agrees within the noise (relative error :math:`\le` its bound) or fails. The
 report: **PASS** (every probe agrees to tol), **PASS within the noise floor** (no failure, some
-probes only within their bounds: the widest is the accuracy the check reached), **FAIL**.
+probes only within their bounds, the widest being the accuracy the check reached, or left
+unresolved at kinks), **FAIL** (a probe disagrees beyond tol and its bound), **UNRESOLVED**
+(every probe met kinks at every step).
 Run it in float64: in float32 the rounding of ``f`` swamps the difference quotient.
 """
 
@@ -168,7 +169,10 @@ class GradcheckReport(NamedTuple):
         if verdict == "PASS":
             return (f"PASS: {n} probes agree to {self.max_rel_error:.1e} (tolerance {tol:g}), "
                     f"every bound ≤ {self.max_rel_bound:.1e}{tail}")
-        widest = max((p for p in self.probes if p.status(tol) == "noise"), key=lambda p: p.rel_bound)
+        unresolved = [p for p in self.probes if p.status(tol) == "noise"]
+        if not unresolved:  # only kinks stood in the way
+            return f"PASS within the noise floor: {c['agrees']} of {n} probes agree to {tol:g}{tail}"
+        widest = max(unresolved, key=lambda p: p.rel_bound)
         return (f"PASS within the noise floor {widest.rel_bound:.1e}: {c['agrees']} of {n} probes agree to {tol:g}, "
                 f"{c['noise']} within their finite-difference bounds (widest at {_where(widest)}, "
                 f"where |f| is {widest.loss_ratio:.0e} × the derivative){tail}")

@@ -176,3 +176,25 @@ def test_the_report_keeps_its_old_interface():
     assert (p.where, p.analytic, p.numeric, p.rel_error) == tuple(p[:4])
     text = report.format()
     assert "PASS" not in text and "relative error: max" in text and str(report) == text
+
+
+def test_a_probe_left_unresolved_at_kinks_neither_fails_nor_passes_plainly():
+    w = np.arange(8.0, 0.0, -1.0)
+
+    def weighted(x):
+        return float(np.sum(w * np.maximum(x, 0))), w * (x > 0)
+
+    x = np.full(8, 2.0)
+    x[[0, 2]] = 1e-13  # x[0] and its replacement x[2] (the next largest not probed) sit on kinks
+    report = check_gradient(weighted, x, coords=0, largest=2, directions=0, h=1e-3)
+    kinked, fine = report.probes
+    assert kinked.where == (2,) and kinked.status(1e-6) == "kink" and kinked.bound == np.inf
+    assert fine.where == (1,) and fine.status(1e-6) == "agrees"
+    assert kinked.verdict(1e-6) == "unresolved: kinks at every step down to 1.3e-04"
+    assert report.verdict(1e-6) == "PASS within the noise floor" and report.passed(1e-6)
+    assert report.summary(1e-6).startswith("PASS within the noise floor: 1 of 2 probes agree to 1e-06")
+    assert "1 unresolved at kinks" in report.summary(1e-6)
+    x[1] = 1e-13  # now the replacement of x[0] is x[1], on a kink too: nothing is resolved
+    only = check_gradient(weighted, x, coords=0, largest=1, directions=0, h=1e-3)
+    assert only.verdict(1e-6) == "UNRESOLVED" and only.passed(1e-6)
+    assert only.summary(1e-6).startswith("UNRESOLVED: every probe met kinks at every step")
