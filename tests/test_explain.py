@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 from conftest import shared_path
 from PIL import Image
 
@@ -16,9 +17,10 @@ def explain(capsys, *argv):
 
 
 def check_walk(out, layer):
-    steps = [int(m) for m in re.findall(r"^(\d)\. ", out, flags=re.M)]
-    assert steps == list(range(1, 10)), out
-    assert out.count("PASS at 1e-06") == 3 and "FAIL" not in out, out
+    steps = [int(m) for m in re.findall(r"^(\d+)\. ", out, flags=re.M)]
+    assert steps == list(range(1, 11)), out
+    checks = re.findall(r"^   finite differences: (PASS within the noise floor|PASS)", out, flags=re.M)
+    assert len(checks) == 4 and "FAIL" not in out, out
     assert f"responses F^l at {layer}" in out
     before, after = (float(v) for v in re.search(r"L: (\S+) -> (\S+) in", out).groups())
     assert after < before
@@ -39,6 +41,26 @@ def test_explain_with_the_real_weights(capsys):
     assert status == 0, err
     assert "N_l = 256 filters, M_l = 8×10 = 80 positions" in out
     check_walk(out, "conv3_1")
+    # step 10, the paper's layers on the real VGG16 at 30×40: each layer's N_l, M_l and share of L
+    paper = out[out.index("10. the paper's layers"):]
+    assert "content conv4_2, style conv1_1 conv2_1 conv3_1 conv4_1 conv5_1, w_l = 1/5" in paper
+    rows = re.findall(r"^   (content|style) +(conv\d_\d): N_l = +(\d+), M_l = +(\d+)×(\d+) = +(\d+), .* = (\S+) +"
+                      r"\((\S+)% of L\)$", paper, flags=re.M)
+    assert [(kind, name, int(N), int(M)) for kind, name, N, _, _, M, _, _ in rows] == [
+        ("content", "conv4_2", 512, 20), ("style", "conv1_1", 64, 1200), ("style", "conv2_1", 128, 300),
+        ("style", "conv3_1", 256, 80), ("style", "conv4_1", 512, 20), ("style", "conv5_1", 512, 6)]
+    L = float(re.search(r"^   L = (\S+);", paper, flags=re.M).group(1))
+    assert sum(float(term) for *_, term, _ in rows) == pytest.approx(L, rel=1e-3)
+    assert sum(float(share) for *_, share in rows) == pytest.approx(100, abs=0.5)
+    assert re.search(r"^   finite differences: PASS(?: within the noise floor \S+)?: 5 probes", paper, flags=re.M)
+
+
+def test_the_paper_layers_step_is_skipped_on_an_image_too_small_for_conv5_1(tmp_path, capsys):
+    path = tmp_path / "im.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (12, 12, 3)).astype(np.uint8)).save(path)
+    status, out, err = explain(capsys, path, "--layer", "conv2_1", "--size", 12, "--iters", 2)
+    assert status == 0, err
+    assert "10. the paper's layers" in out and "(skipped: the image is 12×12, conv5_1 needs 17 pixels on each side)" in out
 
 
 def test_explain_errors(tmp_path, capsys):

@@ -3,39 +3,67 @@ r"""``refstyle explain``: the walkthrough's steps (docs/walkthrough.md) on the u
 :func:`explain` yields the lines of the walk: the input and its preprocessing, the
 responses :math:`F^l` (``N_l``, ``M_l``), the content loss and its gradient, the Gram
 matrix, the style loss and its gradient, the ReLU mask, the total loss, the gradient
-with respect to the image, and a few L-BFGS iterations, each gradient checked by
-central differences. It works in float64 (the checks need it).
+with respect to the image, a few L-BFGS iterations, and the paper's own objective (content
+``conv4_2``, style ``conv1_1 … conv5_1``, :math:`w_l = 1/5`) with each layer's share of the
+loss, each gradient checked by central differences (:func:`~refstyle.paper.gradcheck.check_gradient`:
+PASS, PASS within the noise floor, or FAIL). It works in float64 (the checks need it).
 """
 
 import numpy as np
 
+from ..nn.inputs import MEAN_BGR
+from ..paper.conventions import PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, loss_weights
 from ..paper.gradcheck import check_gradient
 from ..paper.images import preprocess, white_noise
 from ..paper.losses import as_matrix, content_loss, gram, style_loss
-from ..nn.inputs import MEAN_BGR
-from ..paper.conventions import loss_weights
 from ..paper.objective import build_objective, content_targets, style_targets
 from ..paper.optimize import lbfgs
 from ..paper.settings import Settings
+from ..paper.synthesis import minimum_size
 
 
 def _check(report, tol=1e-6):
-    verdict = "PASS" if report.passed(tol) else "FAIL"
-    return f"finite differences ({len(report.probes)} probes): max relative error {report.max_rel_error:.2e}, {verdict} at {tol:g}"
+    """The verdict of a :func:`check_gradient` report in one line (PASS, PASS within the noise floor, FAIL)."""
+    return "finite differences: " + report.summary(tol)
 
 
 def _check_in_F(f, F):
     r"""Check a loss's gradient with respect to a response: its 10 largest coordinates and 5 random directions.
 
-    A loss is a sum over all of F's ``n`` entries, so its rounding error grows with ``n``
-    (about :math:`\epsilon n` relative to one entry's share): the step is the scale rule's
-    :math:`\epsilon^{1/3} \max(1, \mathrm{std}(F))` times :math:`n^{1/3}`, which balances that
-    larger noise against the truncation error. Random single coordinates are left out:
-    the derivatives span many orders of magnitude, and for the smallest ones even that
-    noise exceeds the derivative itself.
+    Random single coordinates are left out: the derivatives span many orders of magnitude,
+    and the smallest lie below what finite differences of a loss summed over all of F's
+    entries can resolve (each probe's bound, :math:`1.5\,\delta/h` of rounding for a noise
+    :math:`\delta \ge \epsilon |L|` of the loss, would leave them unresolved).
     """
-    h = float(np.finfo(np.float64).eps ** (1 / 3) * max(1.0, float(F.std())) * F.size ** (1 / 3))
-    return _check(check_gradient(f, F, coords=0, largest=10, directions=5, h=h))
+    return _check(check_gradient(f, F, coords=0, largest=10, directions=5))
+
+
+def paper_layers(net, rgb, x, alpha=None, beta=None):
+    r"""Step 10: eq. 7 on the paper's layers, each term's share of :math:`L`, and :math:`\partial L/\partial x` checked.
+
+    The content layer is ``conv4_2``, the style layers ``conv1_1 … conv5_1`` with
+    :math:`w_l = 1/5` (:data:`~refstyle.paper.conventions.PAPER_STYLE_LAYERS`); the targets are the
+    image's own :math:`P^l` and :math:`A^l` (of ``rgb``), as in the steps before. A term's share is
+    :math:`\alpha L_{content} / L` or :math:`\beta w_l E_l / L`.
+    """
+    alpha, beta = loss_weights("paper", alpha, beta)
+    content, style = list(PAPER_CONTENT_LAYERS), list(PAPER_STYLE_LAYERS)
+    yield (f"10. the paper's layers (eq. 7): content {', '.join(content)}, style {' '.join(style)}, "
+           f"w_l = 1/{len(style)}, α = {alpha:g}, β = {beta:g}, targets from the image itself")
+    need = minimum_size(content + style, net.arch)
+    if min(x.shape[2:]) < need:
+        yield f"   (skipped: the image is {x.shape[2]}×{x.shape[3]}, conv5_1 needs {need} pixels on each side)"
+        return
+    objective = build_objective(net, rgb, [rgb], Settings(alpha=alpha, beta=beta))
+    e = objective.evaluate(x)
+    for (kind, name), term in e.layer_losses.items():
+        F_l = e.F[name]
+        weight, symbol = (alpha, "α L_content") if kind == "content" else (beta * objective.layer_weights[name], "β w_l E_l")
+        H_W = f"{F_l.shape[2]}×{F_l.shape[3]}"
+        yield (f"   {kind:<7} {name}: N_l = {F_l.shape[1]:>3}, M_l = {H_W:>5} = {F_l[0, 0].size:>4}, "
+               f"{symbol} = {weight * term:<9.4g} ({100 * weight * term / e.loss:.2g}% of L)")
+    yield f"   L = {e.loss:.6g}; ∂L/∂x at the white noise:"
+    yield "   " + _check(check_gradient(objective, x, coords=2, largest=2, directions=1))
 
 
 def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None):
@@ -90,3 +118,5 @@ def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None):
     result = lbfgs(objective, x, iters=iters, bounds=(float(p.min()), float(p.max())))
     yield f"9. L-BFGS-B (history 20, ftol = gtol = 0, bounds at the image's min and max), {iters} iterations"
     yield f"   L: {e.loss:.6g} -> {result.loss:.6g} in {result.iterations} iterations, {result.evaluations} evaluations"
+
+    yield from paper_layers(net, rgb, x, alpha, beta)

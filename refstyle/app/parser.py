@@ -268,7 +268,9 @@ def build_parser():
                            help="filters per block of the generated network (default 4,6,8,8,8)")
     gradcheck.add_argument("--coords", type=int, default=20, help="random coordinates to probe (default 20)")
     gradcheck.add_argument("--directions", type=int, default=5, help="random directions to probe (default 5)")
-    gradcheck.add_argument("--tol", type=_finite_float, default=1e-6, help="largest relative error that passes (default 1e-6)")
+    gradcheck.add_argument("--tol", type=_finite_float, default=1e-6,
+                           help="the relative error to resolve (default 1e-6); exit 1 only when a probe disagrees "
+                                "beyond it and beyond its finite-difference bound")
     _add_model_options(gradcheck, weights_required=False, kernels="reference")
     _add_loss_options(gradcheck)
     gradcheck.set_defaults(run=commands.gradcheck, weights="generated", size=32)
