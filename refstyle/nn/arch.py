@@ -62,15 +62,32 @@ def check_arch(arch):
     return arch
 
 
+# A loss taps a layer after its ReLU (Caffe's in-place ReLU: the name alone, "conv4_2") or before
+# it, at the convolution's output z (the name with this suffix, "conv4_2:pre"), as implementations
+# built on torchvision's VGG do.
+PRE_RELU = ":pre"
+
+
+def split_tap(tap):
+    """``(layer, before_relu)`` of a tap name: ``"conv4_2"`` → ``("conv4_2", False)``, ``"conv4_2:pre"`` → ``(..., True)``."""
+    if tap.endswith(PRE_RELU):
+        return tap[: -len(PRE_RELU)], True
+    return tap, False
+
+
 def check_layers(names, arch, available=None):
-    """Raise :class:`LayerError` for the first name that is not a layer of ``arch``.
+    """Raise :class:`LayerError` for the first name that is not a layer of ``arch`` (or a tap of one).
 
     ``available`` (a prefix of the architecture's layers, when the weights end early)
-    narrows what can be computed.
+    narrows what can be computed. A name may tap a convolution before its ReLU
+    (``conv4_2:pre``, :data:`PRE_RELU`).
     """
     arch = check_arch(arch)
     available = ARCHS[arch] if available is None else available
-    for name in names:
+    for tap in names:
+        name, pre = split_tap(tap)
+        if pre and not is_conv(name):
+            raise LayerError(f"{tap!r}: only a convolution has an output before its ReLU, {name!r} is a pooling")
         if name in available:
             continue
         if name in ARCHS[arch]:

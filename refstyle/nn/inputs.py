@@ -10,6 +10,8 @@ their convention folded into ``conv1_1``.
 
 import numpy as np
 
+from ..errors import RefstyleError
+
 # The ILSVRC mean pixel of the VGG release, in BGR order (B 103.939, G 116.779, R 123.68).
 # Not the mean image averaged (104.007, 116.669, 122.679) that some ports use.
 MEAN_BGR = (103.939, 116.779, 123.68)
@@ -59,3 +61,88 @@ def describe_input(convention):
     low, high = convention["range"]
     text = f"{convention['channels']} {low}..{high} minus {pixel_text(convention['mean'])}"
     return text + (f" divided by {pixel_text(std)}" if std is not None else "")
+
+
+# Other image spaces that implementations optimise their image in.
+LUA_INPUT = {"channels": "BGR", "range": [0, 256], "mean": list(MEAN_BGR)}  # jcjohnson/neural-style: ×256
+RGB01_INPUT = {"channels": "RGB", "range": [0, 1], "mean": [0.0, 0.0, 0.0]}  # torchvision's images before Normalize
+INPUTS = {"caffe": CAFFE_INPUT, "lua": LUA_INPUT, "torchvision": TORCHVISION_INPUT, "rgb01": RGB01_INPUT}
+
+
+def input_by_name(name):
+    """A named input convention (:data:`INPUTS`), or a clear error listing them."""
+    if name not in INPUTS:
+        raise RefstyleError(f"unknown input convention {name!r}: choose one of {', '.join(INPUTS)}")
+    return INPUTS[name]
+
+
+def name_of_input(convention):
+    """The name in :data:`INPUTS` of a convention with the same numbers, or None."""
+    for name, known in INPUTS.items():
+        if (known["channels"] == convention.get("channels") and list(known["range"]) == list(convention["range"])
+                and np.allclose(known["mean"], convention["mean"], rtol=0, atol=1e-9)
+                and np.allclose(known.get("std", [1, 1, 1]), convention.get("std", [1, 1, 1]), rtol=0, atol=1e-12)):
+            return name
+    return None
+
+
+def _affine(convention):
+    r"""``(a, c, pi)``: a convention's :math:`x_k = a_k\, p_{\pi(k)} + c_k` of the BGR pixels :math:`p` in 0..255.
+
+    From :math:`x_k = (s\, p_{\pi(k)} - m_k)/\sigma_k`, :math:`s` = ``range[1]``/255:
+    :math:`a_k = s/\sigma_k`, :math:`c_k = -m_k/\sigma_k`; :math:`\pi(k)` is the BGR index of channel :math:`k`.
+    """
+    channels = convention["channels"].upper()
+    pi = ["BGR".index(ch) for ch in channels]
+    s = float(convention["range"][1]) / 255.0
+    sigma = np.asarray(convention.get("std", [1.0, 1.0, 1.0]), dtype=np.float64)
+    m = np.asarray(convention["mean"], dtype=np.float64)
+    return s / sigma, -m / sigma, pi
+
+
+class InputStage:
+    r"""The exact map from one image space to another, the network's first step.
+
+    An image :math:`x` in the space ``src`` (the one being optimised: Caffe's, an
+    implementation's own) becomes the input :math:`x'` of the space ``dst`` that the
+    weights take, channel by channel:
+
+    .. math:: x'_k = \frac{a'_k}{a_i} (x_i - c_i) + c'_k, \qquad i = \pi^{-1}(\pi'(k))
+
+    with :func:`_affine`'s :math:`a, c, \pi` of each space. It runs before ``conv1_1``, so
+    the zero padding is in the weights' own space, as in the implementation they come from
+    (which a fold into ``conv1_1`` cannot give on the border). Its backward is the
+    transpose: :math:`\partial L/\partial x_i = (a'_k/a_i)\, \partial L/\partial x'_k`.
+    When the two spaces are the same it does nothing.
+    """
+
+    def __init__(self, src, dst):
+        a, c, pi = _affine(src)
+        a2, c2, pi2 = _affine(dst)
+        self.src, self.dst = dict(src), dict(dst)
+        self.index = [pi.index(pi2[k]) for k in range(3)]  # the source channel of each target channel
+        self.scale = [float(a2[k] / a[i]) for k, i in enumerate(self.index)]
+        self.offset = [float(c2[k] - a2[k] * c[i] / a[i]) for k, i in enumerate(self.index)]
+        self.identity = (self.index == [0, 1, 2] and np.allclose(self.scale, 1, rtol=0, atol=1e-12)
+                         and np.allclose(self.offset, 0, rtol=0, atol=1e-9))
+
+    def __repr__(self):
+        return f"{describe_input(self.src)} -> {describe_input(self.dst)}"
+
+    def forward(self, x):
+        """``x`` (1, 3, H, W) in the source space → the weights' space (a new array; ``x`` itself when identical)."""
+        if self.identity:
+            return x
+        out = x.copy()
+        for k, i in enumerate(self.index):
+            out[:, k] = x[:, i] * self.scale[k] + self.offset[k]
+        return out
+
+    def backward(self, dx):
+        """The gradient at the weights' input → at the source image (the transpose of :meth:`forward`)."""
+        if self.identity:
+            return dx
+        out = dx.copy()
+        for k, i in enumerate(self.index):
+            out[:, i] = dx[:, k] * self.scale[k]
+        return out

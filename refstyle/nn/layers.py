@@ -136,6 +136,14 @@ def relu_backward(dy, cache):
 # ---------------------------------------------------------------------------
 
 POOLINGS = ("avg", "max")
+# How a pooling's output size is rounded for an odd side: Caffe's ceil (the last row gets a
+# window of its own) or floor (PyTorch's and TensorFlow's default: the last row is dropped).
+ROUNDINGS = ("ceil", "floor")
+
+
+def floor_crop(shape):
+    """The even ``(H, W)`` that floor rounding pools: an odd last row or column is left out."""
+    return 2 * (shape[-2] // 2), 2 * (shape[-1] // 2)
 
 
 def pool_output_size(n):

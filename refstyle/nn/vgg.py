@@ -17,9 +17,10 @@ from typing import NamedTuple
 
 from ..backend import device_module, resolve_dtype, to_numpy
 from ..errors import LayerError, RefstyleError
-from .arch import check_arch, check_layers, check_weights, computed_layers, infer_arch, is_conv
+from .arch import PRE_RELU, check_arch, check_layers, check_weights, computed_layers, infer_arch, is_conv, split_tap
+from .inputs import CAFFE_INPUT, InputStage
 from .kernels import KERNELS, kernel_set
-from .layers import POOLINGS
+from .layers import POOLINGS, ROUNDINGS
 
 
 class NetCache(NamedTuple):
@@ -55,14 +56,17 @@ class VGG:
         float32 they differ by rounding (about 1e-6 relative, see ``benchmarks/README.md``).
     """
 
-    def __init__(self, weights, arch=None, pooling="avg", dtype="float32", device="cpu", kernels="reference"):
+    def __init__(self, weights, arch=None, pooling="avg", dtype="float32", device="cpu", kernels="reference",
+                 rounding="ceil", image=None):
         if pooling not in POOLINGS:
             raise RefstyleError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
+        if rounding not in ROUNDINGS:
+            raise RefstyleError(f"unknown pooling rounding {rounding!r}: choose one of {', '.join(ROUNDINGS)}")
         if kernels not in KERNELS:
             raise RefstyleError(f"unknown kernels {kernels!r}: choose one of {', '.join(KERNELS)}")
         self.arch = check_arch(arch if arch is not None else infer_arch(weights))
         convs = check_weights(weights, self.arch)
-        self.pooling = pooling
+        self.pooling, self.rounding = pooling, rounding
         self.dtype = resolve_dtype(dtype)
         self.xp = device_module(device)
         self.device = device
@@ -72,12 +76,19 @@ class VGG:
         }
         self.kernels = kernels
         self.kernel_set = kernel_set(kernels, self.params, self.xp)
+        # the space of the images x given to forward, and what the weights take: an exact
+        # per-channel map between them runs first (before conv1_1's zero padding)
+        self.image = dict(CAFFE_INPUT if image is None else image)
+        self.weights_input = dict(getattr(weights, "meta", {}).get("input", CAFFE_INPUT))
+        self.stage = InputStage(self.image, self.weights_input)
 
     def __repr__(self):
         kernels = "" if self.kernels == "reference" else f"kernels={self.kernels!r}, "
+        rounding = "" if self.rounding == "ceil" else f"rounding={self.rounding!r}, "
+        stage = "" if self.stage.identity else f"input {self.stage}, "
         return (
-            f"VGG(arch={self.arch!r}, pooling={self.pooling!r}, dtype={self.dtype.name!r}, "
-            f"device={self.device!r}, {kernels}layers {self.layers[0]}..{self.layers[-1]})"
+            f"VGG(arch={self.arch!r}, pooling={self.pooling!r}, {rounding}dtype={self.dtype.name!r}, "
+            f"device={self.device!r}, {kernels}{stage}layers {self.layers[0]}..{self.layers[-1]})"
         )
 
     def _input(self, x):
@@ -109,20 +120,23 @@ class VGG:
         check_layers(layers, self.arch, self.layers)
         if not layers:
             raise LayerError("no layers requested: name at least one layer")
-        depth = max(self.layers.index(name) for name in layers)
+        depth = max(self.layers.index(split_tap(tap)[0]) for tap in layers)
+        before_relu = {split_tap(tap)[0] for tap in layers if split_tap(tap)[1]}
         k = self.kernel_set
-        h = k.enter(self._input(x))
+        h = k.enter(self.stage.forward(self._input(x)))
         F, caches, shapes = {}, [], []
         for name in self.layers[: depth + 1]:
             if is_conv(name):
-                h, cache = k.conv_relu_forward(name, h)
+                h, z, cache = k.conv_relu_forward(name, h, keep_z=name in before_relu)
+                if z is not None:
+                    F[name + PRE_RELU] = k.response(z)
             else:
-                h, cache = k.pool_forward(h, self.pooling)
+                h, cache = k.pool_forward(h, self.pooling, self.rounding)
             caches.append(cache)
             shapes.append(k.blob_shape(h))
             if name in layers:
                 F[name] = k.response(h)
-        return F, NetCache(self.layers[: depth + 1], tuple(caches), tuple(shapes))
+        return {tap: F[tap] for tap in layers}, NetCache(self.layers[: depth + 1], tuple(caches), tuple(shapes))
 
     def backward(self, dF, cache):
         r"""Back-propagate gradients at several layers to the input image.
@@ -135,17 +149,18 @@ class VGG:
         """
         if not dF:
             raise LayerError("backward needs the gradient at one layer at least")
-        for name, g in dF.items():
+        for tap, g in dF.items():
+            name = split_tap(tap)[0]
             if name not in cache.names:
                 raise LayerError(
-                    f"no gradient can flow from {name!r}: the forward pass stopped at {cache.names[-1]!r}"
+                    f"no gradient can flow from {tap!r}: the forward pass stopped at {cache.names[-1]!r}"
                 )
             expected = cache.shapes[cache.names.index(name)]
             if tuple(g.shape) != tuple(expected):
                 raise RefstyleError(
-                    f"the gradient at {name!r} has shape {tuple(g.shape)}, but the response has {tuple(expected)}"
+                    f"the gradient at {tap!r} has shape {tuple(g.shape)}, but the response has {tuple(expected)}"
                 )
-        deepest = max(cache.names.index(name) for name in dF)
+        deepest = max(cache.names.index(split_tap(tap)[0]) for tap in dF)
         k = self.kernel_set
         d = None
         for i in range(deepest, -1, -1):
@@ -153,10 +168,12 @@ class VGG:
             if name in dF:
                 d = k.add_gradient(d, self.xp.asarray(dF[name], dtype=self.dtype))
             if is_conv(name):
-                d = k.conv_relu_backward(d, cache.caches[i])
+                dz = dF.get(name + PRE_RELU)
+                dz = None if dz is None else k.blob(self.xp.asarray(dz, dtype=self.dtype))
+                d = k.conv_relu_backward(d, cache.caches[i], dz)
             else:
                 d = k.pool_backward(d, cache.caches[i])
-        return k.leave(d)
+        return self.stage.backward(k.leave(d))
 
     def responses(self, x, layers):
         """The responses of the requested layers as NumPy arrays (for inspection)."""

@@ -57,7 +57,17 @@ write into their inputs.
 """
 
 
-from .conv import METHODS, MIN_CHANNELS, SMALL_LAYER, ConvPlan, ConvReluCache, conv_plan, conv_relu_backward, conv_relu_forward
+from .conv import (
+    METHODS,
+    MIN_CHANNELS,
+    SMALL_LAYER,
+    ConvPlan,
+    ConvReluCache,
+    conv_plan,
+    conv_relu_backward,
+    conv_relu_forward,
+    conv_relu_forward_with_z,
+)
 from .im2col import im2col_conv, im2col_filters, planes_conv, planes_conv_backward
 from .layout import (
     BAND_BYTES,

@@ -9,7 +9,7 @@ network, with the ReLU's mask packed in the cache.
 from typing import NamedTuple
 
 from ...backend import array_module
-from .layout import workspace_for, relu_mask
+from .layout import mask_rows, relu_mask, workspace_for
 from .winograd import WINOGRAD_T, winograd_backward_filters, winograd_conv, winograd_filters
 from .im2col import im2col_conv, im2col_filters, planes_conv, planes_conv_backward
 
@@ -97,16 +97,36 @@ def conv_relu_forward(x, plan, work=None, budget=None):
     return F, ConvReluCache(plan, relu_mask(F))
 
 
-def conv_relu_backward(dF, cache, work=None, budget=None):
+def conv_relu_forward_with_z(x, plan, work=None, budget=None):
+    r""":func:`conv_relu_forward` that also returns the convolution's output :math:`z = W * x + b`, before the ReLU.
+
+    For a loss that taps the layer before its ReLU. Returns ``(F, z, cache)``: the ReLU is
+    applied to ``z`` as its own step (not fused), with the same mask :math:`F > 0`.
+    """
+    conv = {"winograd": winograd_conv, "im2col": im2col_conv, "planes": planes_conv}[plan.method]
+    xp = array_module(x)
+    work = workspace_for(work, xp)
+    z = conv(x, _filters(plan, work), plan.b, relu=False, work=work, budget=budget)
+    F = xp.maximum(z, 0)
+    return F, z, ConvReluCache(plan, relu_mask(F))
+
+
+def conv_relu_backward(dF, cache, work=None, budget=None, dz=None):
     r"""Back through the ReLU (:math:`dF \cdot [F > 0]`) and the convolution to the layer's input.
 
-    .. math:: dx = W' * (dF \odot [F > 0]), \qquad W'_{c,o,u,v} = W_{o,c,2-u,2-v}
+    .. math:: dx = W' * (dF \odot [F > 0] + dz), \qquad W'_{c,o,u,v} = W_{o,c,2-u,2-v}
 
-    Returns an ``(H, W, C)`` array (perhaps a view).
+    ``dz``: a gradient at the convolution's output itself (a loss that taps the layer
+    before its ReLU), channels last; ``dF`` may then be None. Without ``dz`` the mask is
+    fused into the copy of ``dF`` (:func:`padded_band`). Returns an ``(H, W, C)`` array
+    (perhaps a view).
     """
-    plan = cache.plan
+    plan, mask = cache.plan, cache.mask
+    if dz is not None:  # the ReLU's backward as a step of its own, then the tapped gradient added
+        d = dz if dF is None else dF * mask_rows(mask, 0, dF.shape[0], slice(None), dF.shape[2]) + dz
+        dF, mask = d, None
     if plan.method == "planes":
-        return planes_conv_backward(dF, plan.K, mask=cache.mask, work=work, budget=budget)
+        return planes_conv_backward(dF, plan.K, mask=mask, work=work, budget=budget)
     conv = winograd_conv if plan.method == "winograd" else im2col_conv
     work = workspace_for(work, array_module(dF))
-    return conv(dF, _filters(plan, work, backward=True), mask=cache.mask, work=work, budget=budget)
+    return conv(dF, _filters(plan, work, backward=True), mask=mask, work=work, budget=budget)
