@@ -63,7 +63,7 @@ def paper_layers(net, rgb, x, alpha=None, beta=None):
         yield (f"   {kind:<7} {name}: N_l = {F_l.shape[1]:>3}, M_l = {H_W:>5} = {F_l[0, 0].size:>4}, "
                f"{symbol} = {weight * term:<9.4g} ({100 * weight * term / e.loss:.2g}% of L)")
     yield f"   L = {e.loss:.6g}; ∂L/∂x at the white noise:"
-    yield "   " + _check(check_gradient(objective, x, coords=2, largest=2, directions=1))
+    yield "   " + _check(check_gradient(objective, x, coords=1, largest=2, directions=1))
 
 
 def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None):
