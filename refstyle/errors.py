@@ -22,3 +22,7 @@ class LayerError(RefstyleError):
 
 class ImageError(RefstyleError):
     """An image that is missing, unreadable, or unusable."""
+
+
+class RefstyleWarning(UserWarning):
+    """Something the user should know and may have to fix, that does not stop the run (one line on stderr)."""

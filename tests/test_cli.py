@@ -156,7 +156,7 @@ def test_loss_weights_are_resolved_in_one_place():
     with pytest.raises(refstyle.RefstyleError, match="alpha must be a finite number"):
         loss_weights("paper", alpha=float("nan"))
     s = refstyle.Settings(convention="pytorch-tutorial").resolved()
-    assert s.content_layers == ("conv2_2",) and s.alpha == 1.0 and s.beta == 1e6
+    assert s.content_layers == ("conv2_2:pre",) and s.alpha == 1.0 and s.beta == 1e6  # before the ReLU
     assert refstyle.Settings().resolved().style_layers == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
 
 

@@ -109,7 +109,7 @@ def _direct_loss(convention, net, p, a, x, content_layers, style_layers):
         d = Fx[name] - Fp[name]
         if convention == "paper":
             total += 1e-3 * 0.5 * np.sum(d**2)
-        elif convention == "jcjohnson":
+        elif convention in ("neural-style", "neural-style-pt"):
             total += 5.0 * np.mean(d**2)
         else:
             total += 1.0 * np.mean(d**2)
@@ -119,8 +119,8 @@ def _direct_loss(convention, net, p, a, x, content_layers, style_layers):
         Gx, Ga = gram(Fx[name]), gram(Fa[name])
         if convention == "paper":
             total += 0.2 * np.sum((Gx - Ga) ** 2) / (4 * N**2 * Mx**2)
-        elif convention in ("jcjohnson", "pytorch-tutorial"):  # gram / nElement, MSE
-            weight = 100.0 if convention == "jcjohnson" else 1e6
+        elif convention in ("neural-style", "neural-style-pt", "pytorch-tutorial"):  # gram / nElement, MSE
+            weight = 1e6 if convention == "pytorch-tutorial" else 100.0
             total += weight * np.mean((Gx / (N * Mx) - Ga / (N * Ma)) ** 2)
         else:  # gatys-pytorch: gram / (h w), MSELoss, weight 1e3 / N²
             total += 1e3 / N**2 * np.mean((Gx / Mx - Ga / Ma) ** 2)

@@ -844,7 +844,8 @@ def test_a_torchvision_checkpoint_through_load_weights_matches_torch(tmp_path, c
     torch = require_torch()
     w = small("vgg19", seed=3)
     path = torch_save(torch, checkpoint_keys(w, "torchvision"), tmp_path / "vgg19.pth", legacy=False)
-    loaded = refstyle.load_weights(path)
+    with pytest.warns(refstyle.RefstyleWarning, match="--weights-input caffe"):  # the key names are only a guess
+        loaded = refstyle.load_weights(path)
     assert loaded.meta["format"] == "pth-zip" and loaded.meta["arch"] == "vgg19"
     assert loaded.meta["input"] == CAFFE_INPUT and loaded.meta["input_conversion"]["from"] == TORCHVISION_INPUT
     rgb = np.random.default_rng(0).integers(0, 256, (21, 26, 3)).astype(np.uint8)
@@ -872,3 +873,18 @@ def test_a_torchvision_checkpoint_through_load_weights_matches_torch(tmp_path, c
     assert again.meta["naming"] == "torchvision" and again.meta["checkpoint"]["layout"] == "vgg19"
     np.testing.assert_array_equal(again["conv1_1"][0], loaded["conv1_1"][0].astype(np.float32))
     np.testing.assert_array_equal(again["conv1_1"][1], loaded["conv1_1"][1].astype(np.float32))
+
+
+def test_a_stated_input_is_taken_and_not_warned_about(tmp_path, recwarn):
+    """neural-style-pt's model files: torchvision's key names holding Caffe weights; stated, they are read right."""
+    torch = require_torch()
+    w = small("vgg16", seed=5)
+    path = torch_save(torch, checkpoint_keys(w, "torchvision"), tmp_path / "vgg16-00b39a1b.pth", legacy=False)
+    caffe = refstyle.load_weights(path, input="caffe")
+    assert not [r for r in recwarn if issubclass(r.category, refstyle.RefstyleWarning)]
+    assert caffe.meta["input"] == CAFFE_INPUT and "input_conversion" not in caffe.meta
+    np.testing.assert_array_equal(caffe["conv1_1"][0], w["conv1_1"][0].astype(np.float32))  # nothing folded
+    kept = refstyle.load_weights(path, input="torchvision", fold=False)
+    assert kept.meta["input"] == TORCHVISION_INPUT and "input_conversion" not in kept.meta
+    with pytest.raises(refstyle.RefstyleError, match="unknown input convention 'bgr'"):
+        refstyle.load_weights(path, input="bgr")

@@ -8,16 +8,27 @@ argparse's usage message and exit status 2; Ctrl-C exit status 130.
 """
 
 import sys
+import warnings
 
-from ..errors import RefstyleError
+from ..errors import RefstyleError, RefstyleWarning
 from .parser import build_parser
+
+
+def _warn(message, category, filename, lineno, file=None, line=None):
+    """A refstyle warning as one line on stderr, like its errors; any other as Python prints it."""
+    if issubclass(category, RefstyleWarning):
+        print(f"refstyle: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        status = args.run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warn
+            status = args.run(args)
     except RefstyleError as e:
         print(f"refstyle: error: {e}", file=sys.stderr)
         return 1

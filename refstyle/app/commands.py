@@ -19,7 +19,7 @@ from ..errors import RefstyleError
 from ..io import atomic_path, check_writable, file_sha256
 from ..nn.arch import check_layers
 from ..nn.vgg import VGG
-from ..paper.conventions import PAPER_MAXCOR, PAPER_POOLING, get_convention, loss_weights
+from ..paper.conventions import PAPER_MAXCOR, PAPER_POOLING, get_convention, loss_weights, tap_of
 from ..paper.gradcheck import check_gradient
 from ..paper.images import deprocess, load_image, resize_longer, save_image, sized_inputs, white_noise
 from ..paper.normalize import normalize_over_images
@@ -89,13 +89,13 @@ def run_settings(args, kind="transfer"):
     settings = Settings(
         content_layers=content_layers, style_layers=style_layers, layer_weights=layer_weights, alpha=alpha,
         beta=beta, convention=convention.name, style_blend=args.style_blend, size=args.size,
-        style_scale=args.style_scale, seed=args.seed,
+        style_scale=args.style_scale, seed=args.seed, tv_weight=args.tv_weight,
     )
     if not hasattr(args, "iters"):  # grad, gradcheck: one evaluation, no optimiser
         return settings
     optimizer = device_default(args, "optimizer")
     return settings._replace(
-        tv_weight=args.tv_weight, iters=args.iters, optimizer=optimizer, optimizer_options=_optimizer_options(args, optimizer),
+        iters=args.iters, optimizer=optimizer, optimizer_options=_optimizer_options(args, optimizer),
         init=args.init, scales=args.scales, preserve_color=args.preserve_color,
         bounds=optimizer == "lbfgs" and not args.no_bounds,
     )
@@ -118,12 +118,14 @@ def _optimizer_options(args, optimizer):
 
 def run_network(args, settings, weights=None, dtype=None):
     """The :class:`VGG` of a run: ``--weights`` (or the ``weights`` given), checked to reach every loss layer."""
-    if weights is None:
-        weights = load_weights(args.weights, arch=args.arch)
+    if weights is None:  # unfolded: the network's input stage maps the convention's image space exactly
+        weights = load_weights(args.weights, arch=args.arch, input=args.weights_input, fold=False)
     convention = get_convention(settings.convention)
     net = VGG(weights, arch=args.arch, pooling=args.pooling or convention.pooling, dtype=dtype or args.dtype,
-              kernels=device_default(args, "kernels"), device=getattr(args, "device", "cpu"))
-    check_layers(list(settings.content_layers) + list(settings.style_layers), net.arch, net.layers)
+              kernels=device_default(args, "kernels"), device=getattr(args, "device", "cpu"),
+              rounding=args.rounding or convention.rounding, image=convention.image)
+    taps = [tap_of(convention, name, net.arch) for name in list(settings.content_layers) + list(settings.style_layers)]
+    check_layers(taps, net.arch, net.layers)
     return net
 
 
@@ -145,7 +147,7 @@ def grad(args):
     )
     objective = build_objective(net, photo, artworks, settings)
     if args.x is None:
-        x = white_noise(photo.shape[:2], args.seed, net.dtype, objective.convention.input_scale)
+        x = white_noise(photo.shape[:2], args.seed, net.dtype, net.image)
     e = objective.evaluate(x)
     record = {
         "refstyle": __version__, "weights": args.weights, "arch": net.arch, "pooling": net.pooling,
@@ -194,7 +196,7 @@ def gradcheck(args):
     art = load_image(args.style) if args.style else rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
     photo, artworks = sized_inputs(photo, [art], size, args.style_scale)
     objective = build_objective(net, photo, artworks, settings)
-    x = white_noise(photo.shape[:2], args.seed + 1, "float64", objective.convention.input_scale)
+    x = white_noise(photo.shape[:2], args.seed + 1, "float64", net.image)
     print(f"gradcheck: {net!r}, {settings.convention} losses, content {','.join(settings.content_layers)} "
           f"style {','.join(settings.style_layers)}, image {photo.shape[0]}×{photo.shape[1]}")
     report = check_gradient(objective, x, coords=args.coords, directions=args.directions, seed=args.seed,
@@ -226,7 +228,6 @@ def _synthesis_run(args, photo, artworks, kind):
         check_writable(path, args.force)
     settings = run_settings(args, kind)
     net = run_network(args, settings)
-    scale = get_convention(settings.convention).input_scale
     bar = Progress(total, label=f"{kind} ")
     log, done = [], [0]
 
@@ -235,7 +236,7 @@ def _synthesis_run(args, photo, artworks, kind):
         log.append((done[0], step.evaluations, round(step.seconds, 4), step.loss, e.loss_content, e.loss_style))
         bar.update(done[0], f"loss {step.loss:.4e} (content {e.loss_content:.3e}, style {e.loss_style:.3e})")
         if args.save_every and done[0] % args.save_every == 0:
-            save_image(deprocess(step.x, scale), f"{stem}.{done[0]:05d}.png")
+            save_image(deprocess(step.x, net.image), f"{stem}.{done[0]:05d}.png")
 
     try:
         result = synthesize(net, photo, artworks, settings, callback=on_step)

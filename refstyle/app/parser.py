@@ -12,8 +12,10 @@ import math
 from ..backend import DEVICES, DTYPES
 from ..nn.arch import ARCHS
 from ..nn.kernels import KERNELS
-from ..nn.layers import POOLINGS
+from ..nn.inputs import INPUTS
+from ..nn.layers import POOLINGS, ROUNDINGS
 from ..paper.conventions import (
+    ALIASES,
     CONVENTIONS,
     PAPER_CONTENT_LAYERS,
     PAPER_ITERS,
@@ -78,6 +80,13 @@ def _add_model_options(p, weights_required=True, kernels=None):
     p.add_argument("--arch", choices=ARCHS, help="vgg19 (the paper's) or vgg16 (default: from the weights)")
     p.add_argument("--pooling", choices=POOLINGS,
                    help="average (the paper's) or max pooling (default: the convention's)")
+    p.add_argument("--rounding", choices=ROUNDINGS,
+                   help="pooling's output size for an odd side: Caffe's ceil or PyTorch's floor (default: the "
+                   "convention's; the paper: ceil)")
+    p.add_argument("--weights-input", choices=INPUTS, metavar="|".join(INPUTS),
+                   help="the input the weights were trained on, stated: caffe (BGR 0..255 minus the mean pixel), "
+                   "lua (the same ×256), torchvision (RGB 0..1 normalised by mean and std), rgb01; default: the "
+                   "known weights' record, else what the file's key names imply (warned about)")
     if kernels is not None:
         default = None if kernels == BY_DEVICE else kernels
         shown = _by_device("kernels") + " (few, large matrix products suit a GPU)" if default is None else kernels
@@ -88,7 +97,7 @@ def _add_model_options(p, weights_required=True, kernels=None):
 
 def _add_loss_options(p):
     """The options that define the objective; shared by grad, transfer and the figures."""
-    p.add_argument("--convention", default="paper", choices=sorted(CONVENTIONS),
+    p.add_argument("--convention", default="paper", choices=sorted(CONVENTIONS) + sorted(ALIASES),
                    help="whose loss scaling to use (default: the paper's); see docs/conventions.md")
     p.add_argument("--alpha", type=_finite_float, help="content weight α")
     p.add_argument("--beta", type=_finite_float, help="style weight β")
@@ -105,6 +114,8 @@ def _add_loss_options(p):
                    help="the artwork's longer side relative to the photograph's (default 1)")
     p.add_argument("--size", type=_positive_int, default=PAPER_SIZE,
                    help=f"the photograph's longer side in pixels (default {PAPER_SIZE})")
+    p.add_argument("--tv-weight", type=_finite_float,
+                   help="total-variation weight, in the convention's form (default: the convention's; the paper: 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the white-noise image (default 0)")
     p.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
 
@@ -123,7 +134,6 @@ def _add_synthesis_options(p):
     p.add_argument("--no-bounds", action="store_true", help="lbfgs without pixel bounds (lbfgs-xp has none)")
     p.add_argument("--init", default="noise", metavar="noise|content|style|FILE",
                    help="the start image (default: white noise, the paper's)")
-    p.add_argument("--tv-weight", type=_finite_float, default=0.0, help="total-variation weight (default 0: not in the paper)")
     p.add_argument("--preserve-color", action="store_true", help="keep the photograph's colours (luminance-only)")
     p.add_argument("--scales", type=_positive_int, default=1, help="coarse-to-fine scales (default 1)")
     p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save a numbered snapshot every N iterations")

@@ -24,9 +24,12 @@ For example, jcjohnson's style term is :math:`\frac{1}{N^2}\sum_{ij}(G_{ij}/NM -
 """
 
 import math
+import re
 from typing import Callable, NamedTuple
 
 from ..errors import RefstyleError
+from ..nn.arch import PRE_RELU, conv_layers
+from ..nn.inputs import CAFFE_INPUT, LUA_INPUT, RGB01_INPUT
 
 # The paper's settings (SPEC §3), written once: the API, the command line and the figures take them from here.
 PAPER_CONTENT_LAYERS = ("conv4_2",)
@@ -47,16 +50,69 @@ class Convention(NamedTuple):
     alpha: float  # default content weight
     beta: float  # default style weight
     layer_weight: Callable  # (N_l, number of style layers) -> default w_l
-    input_scale: float  # the network input is rgb * input_scale - mean, rgb in 0..255
-    content_layers: tuple
+    image: dict  # the space the image x is optimised in (refstyle.nn.inputs): Caffe's, ×256, RGB 0..1
+    content_layers: tuple  # refstyle tap names: "conv4_2" after the ReLU, "conv4_2:pre" before it
     style_layers: tuple
     pooling: str
+    rounding: str = "ceil"  # pooling's output size for an odd side: Caffe's "ceil" or PyTorch's "floor"
+    names: Callable = None  # (the implementation's layer name, arch) -> refstyle tap name, or None
+    tv: str = "squared"  # the total-variation term's form (refstyle.paper.losses.TV_FORMS)
+    tv_weight: float = 0.0  # its default weight
+    tv_in_loss: bool = True  # whether the reported loss includes it (neural-style's Lua adds its gradient only)
 
 
 def _mse_content(N, M):
     # mean over the N·M entries of (F - P)^2 = 2/(N M) · ½ Σ (F - P)^2
     return 2.0 / (N * M)
 
+
+_CAFFE_NAME = re.compile(r"^(relu|conv)([1-5])_([1-4])$")
+_TORCH_NAME = re.compile(r"^(conv|relu)_(\d+)$")
+
+
+def neural_style_names(name, arch):
+    """neural-style's names (Lua and PyTorch): ``reluB_K``, the response after the ReLU, is refstyle's ``convB_K``.
+
+    neural-style's ``convB_K`` is the output *before* the ReLU, but refstyle's ``convB_K`` is
+    Caffe's, after it: that name keeps refstyle's meaning, and the output before the ReLU
+    is written ``convB_K:pre``.
+    """
+    m = _CAFFE_NAME.match(name)
+    if m is None or m.group(1) != "relu":
+        return None
+    return f"conv{m.group(2)}_{m.group(3)}"
+
+
+def tutorial_names(name, arch):
+    """The PyTorch tutorial's ``conv_i`` (before the ReLU) and ``relu_i`` (after it): the ``i``-th convolution, from 1."""
+    m = _TORCH_NAME.match(name)
+    convs = conv_layers(arch)
+    if m is None or not 1 <= int(m.group(2)) <= len(convs):
+        return None
+    layer = convs[int(m.group(2)) - 1]
+    return layer + PRE_RELU if m.group(1) == "conv" else layer
+
+
+def gatys_names(name, arch):
+    """The author's PyTorch notebook: ``rBK`` after the ReLU of ``convB_K`` (``r42`` is ``conv4_2``)."""
+    m = re.match(r"^r([1-5])([1-4])$", name)
+    return None if m is None else f"conv{m.group(1)}_{m.group(2)}"
+
+
+_NEURAL_STYLE = dict(
+    gram_divisor=lambda N, M: float(N * M),
+    content_factor=_mse_content,
+    style_factor=lambda N, M: 4.0 / N**2,
+    alpha=5.0,
+    beta=100.0,
+    layer_weight=lambda N, n: 1.0,
+    content_layers=PAPER_CONTENT_LAYERS,
+    style_layers=PAPER_STYLE_LAYERS,
+    pooling="max",
+    rounding="ceil",
+    names=neural_style_names,
+    tv_weight=1e-3,
+)
 
 CONVENTIONS = {
     c.name: c
@@ -70,59 +126,80 @@ CONVENTIONS = {
             alpha=PAPER_RATIO,
             beta=1.0,
             layer_weight=lambda N, n: 1.0 / n,
-            input_scale=1.0,
+            image=CAFFE_INPUT,
             content_layers=PAPER_CONTENT_LAYERS,
             style_layers=PAPER_STYLE_LAYERS,
             pooling=PAPER_POOLING,
         ),
         Convention(
-            "jcjohnson",
-            "jcjohnson/neural-style (Lua Torch) and ProGamerGov/neural-style-pt: MSE of F; "
-            "Gram / (N·M), MSE over N²; content_weight 5, style_weight 100; input ×256",
-            gram_divisor=lambda N, M: float(N * M),
-            content_factor=_mse_content,
-            style_factor=lambda N, M: 4.0 / N**2,
-            alpha=5.0,
-            beta=100.0,
-            layer_weight=lambda N, n: 1.0,
-            input_scale=256.0 / 255.0,
-            content_layers=PAPER_CONTENT_LAYERS,
-            style_layers=PAPER_STYLE_LAYERS,
-            pooling="max",
+            "neural-style",
+            "jcjohnson/neural-style (Lua Torch): MSE of F; Gram / (N·M), MSE over N²; content_weight 5, "
+            "style_weight 100; image ×256 (BGR, minus the mean pixel); max pooling (ceil); tv_weight 1e-3 "
+            "(its squared TV enters the gradient, not the reported loss)",
+            image=LUA_INPUT,
+            tv="neural-style",
+            tv_in_loss=False,
+            **_NEURAL_STYLE,
+        ),
+        Convention(
+            "neural-style-pt",
+            "ProGamerGov/neural-style-pt: as neural-style, but the image ×255 (Caffe's input) and an L1 total "
+            "variation (tv_weight 1e-3) in the loss",
+            image=CAFFE_INPUT,
+            tv="l1",
+            **_NEURAL_STYLE,
         ),
         Convention(
             "pytorch-tutorial",
-            "PyTorch's 'Neural Transfer Using PyTorch' tutorial: F.mse_loss of F; Gram / (N·M), "
-            "mse_loss over N²; content_weight 1, style_weight 1e6 (it takes conv outputs before "
-            "ReLU and ImageNet mean/std input: refstyle keeps post-ReLU responses and Caffe input)",
+            "PyTorch's 'Neural Transfer Using PyTorch' tutorial: F.mse_loss of F; Gram / (N·M), mse_loss "
+            "over N²; content_weight 1, style_weight 1e6; taps the convolutions before their ReLU (conv_4; "
+            "conv_1 … conv_5); the image RGB 0..1, normalised by ImageNet's mean and std inside its model; "
+            "torchvision's VGG19 with max pooling (floor)",
             gram_divisor=lambda N, M: float(N * M),
             content_factor=_mse_content,
             style_factor=lambda N, M: 4.0 / N**2,
             alpha=1.0,
             beta=1e6,
             layer_weight=lambda N, n: 1.0,
-            input_scale=1.0,
-            content_layers=("conv2_2",),
-            style_layers=("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"),
+            image=RGB01_INPUT,
+            content_layers=("conv2_2" + PRE_RELU,),
+            style_layers=tuple(name + PRE_RELU for name in ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1")),
             pooling="max",
+            rounding="floor",
+            names=tutorial_names,
         ),
         Convention(
             "gatys-pytorch",
             "Gatys's PytorchNeuralStyleTransfer notebook: MSE of F; Gram / M, MSELoss over N²; "
-            "style weights 1e3/N_l², content weight 1; Caffe input (BGR, 0..255, mean pixel)",
+            "style weights 1e3/N_l², content weight 1; Caffe input (BGR, 0..255, mean pixel); max pooling (floor)",
             gram_divisor=lambda N, M: float(M),
             content_factor=_mse_content,
             style_factor=lambda N, M: 4.0,
             alpha=1.0,
             beta=1.0,
             layer_weight=lambda N, n: 1e3 / N**2,
-            input_scale=1.0,
+            image=CAFFE_INPUT,
             content_layers=PAPER_CONTENT_LAYERS,
             style_layers=PAPER_STYLE_LAYERS,
             pooling="max",
+            rounding="floor",
+            names=gatys_names,
         ),
     ]
 }
+
+# Names that earlier versions used.
+ALIASES = {"jcjohnson": "neural-style"}
+
+
+def tap_of(convention, name, arch):
+    """refstyle's tap for a layer name as refstyle (``conv4_2``, ``conv4_2:pre``) or the convention's implementation writes it."""
+    convention = get_convention(convention)
+    if convention.names is not None:
+        tap = convention.names(name, arch)
+        if tap is not None:
+            return tap
+    return name
 
 
 def get_convention(name):
@@ -130,7 +207,7 @@ def get_convention(name):
     if isinstance(name, Convention):
         return name
     try:
-        return CONVENTIONS[name]
+        return CONVENTIONS[ALIASES.get(name, name)]
     except KeyError:
         raise RefstyleError(f"unknown convention {name!r}: choose one of {', '.join(CONVENTIONS)}") from None
 

@@ -15,47 +15,63 @@ import numpy as np
 from ..backend import to_numpy
 from ..errors import ImageError
 from ..io import atomic_path
-from ..nn.inputs import MEAN_BGR
+from ..nn.inputs import CAFFE_INPUT, MEAN_BGR  # noqa: F401 (MEAN_BGR: the mean pixel, for callers)
 
 
-def preprocess(rgb, dtype="float32", scale=1.0):
-    r"""RGB 0..255 ``(H, W, 3)`` -> Caffe input ``(1, 3, H, W)``: BGR minus the mean pixel.
+def _space(space):
+    r"""``(channel order, s, m, σ)`` of an image space (:mod:`refstyle.nn.inputs`): :math:`x_k = (s\,p_{\pi(k)} - m_k)/\sigma_k`."""
+    order = ["RGB".index(ch) for ch in space["channels"].upper()]  # the RGB index of each channel
+    s = float(space["range"][1]) / 255.0
+    m = np.asarray(space["mean"], dtype=np.float64)
+    sigma = np.asarray(space.get("std", [1.0, 1.0, 1.0]), dtype=np.float64)
+    return order, s, m, sigma
 
-    .. math:: x_{0,c,i,j} = s \, \mathrm{rgb}_{i,j,2-c} - \mu_c, \quad \mu = (103.939, 116.779, 123.68)
 
-    with :math:`s = 1` (Caffe; ``scale=256/255`` reproduces neural-style's ×256 of a
-    0..1 image). The arithmetic is done in float64 and the result cast to ``dtype`` once.
+def preprocess(rgb, dtype="float32", space=CAFFE_INPUT):
+    r"""RGB 0..255 ``(H, W, 3)`` -> the network's input ``(1, 3, H, W)``: by default Caffe's, BGR minus the mean pixel.
+
+    .. math:: x_{0,c,i,j} = s \, \mathrm{rgb}_{i,j,2-c} - \mu_c, \quad \mu = (103.939, 116.779, 123.68), \; s = 1
+
+    Another image ``space`` (:mod:`refstyle.nn.inputs`: an implementation's own, such as
+    neural-style's ×256 (:data:`~refstyle.nn.inputs.LUA_INPUT`) or torchvision's RGB 0..1)
+    gives :math:`x_k = (s\, \mathrm{rgb}_{\pi(k)} - m_k)/\sigma_k`, :math:`s` = ``range[1]``/255.
+    The arithmetic is done in float64 and the result cast to ``dtype`` once.
     """
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ImageError(f"preprocess takes an RGB image of shape (H, W, 3), not {rgb.shape}")
-    bgr = rgb[:, :, ::-1].astype(np.float64) * scale - np.asarray(MEAN_BGR)
-    return np.ascontiguousarray(bgr.transpose(2, 0, 1)[None]).astype(dtype)
+    order, s, m, sigma = _space(space)
+    x = (rgb[:, :, order].astype(np.float64) * s - m) / sigma
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None]).astype(dtype)
 
 
-def deprocess(x, scale=1.0):
-    r"""Caffe input ``(1, 3, H, W)`` -> RGB floats ``(H, W, 3)``: the exact inverse of :func:`preprocess`.
+def deprocess(x, space=CAFFE_INPUT):
+    r"""The network's input ``(1, 3, H, W)`` -> RGB floats ``(H, W, 3)``: the exact inverse of :func:`preprocess`.
 
     .. math:: \mathrm{rgb}_{i,j,c} = (x_{0,2-c,i,j} + \mu_{2-c}) / s
 
-    No clipping or rounding: the result can lie outside 0..255 (see :func:`to_uint8`).
+    (in ``space``: :math:`\mathrm{rgb}_{\pi(k)} = (\sigma_k x_k + m_k)/s`). No clipping or
+    rounding: the result can lie outside 0..255 (see :func:`to_uint8`).
     """
     x = to_numpy(x)
     if x.ndim != 4 or x.shape[:2] != (1, 3):
         raise ImageError(f"deprocess takes a 1×3×H×W network input, not {x.shape}")
-    bgr = x[0].astype(np.float64).transpose(1, 2, 0) + np.asarray(MEAN_BGR)
-    if scale != 1.0:
-        bgr /= scale
-    return np.ascontiguousarray(bgr[:, :, ::-1])
+    order, s, m, sigma = _space(space)
+    values = x[0].astype(np.float64).transpose(1, 2, 0) * sigma + m
+    if s != 1.0:
+        values /= s
+    rgb = np.empty_like(values)
+    rgb[:, :, order] = values
+    return rgb
 
 
-def white_noise(shape, seed, dtype="float32", scale=1.0):
+def white_noise(shape, seed, dtype="float32", space=CAFFE_INPUT):
     """A white-noise image of ``shape = (H, W)``, preprocessed: RGB uniform in 0..255 per pixel.
 
     The paper's starting point. Seeded, so a run is reproducible from its seed.
     """
     rng = np.random.default_rng(seed)
-    return preprocess(rng.uniform(0.0, 255.0, (int(shape[0]), int(shape[1]), 3)), dtype, scale)
+    return preprocess(rng.uniform(0.0, 255.0, (int(shape[0]), int(shape[1]), 3)), dtype, space)
 
 
 def sized_inputs(content, styles, size=None, style_scale=1.0, shape=None):

@@ -116,3 +116,51 @@ def total_variation(x):
     dx[:, :, :, 1:] += 2 * dh
     dx[:, :, :, :-1] -= 2 * dh
     return L, dx
+
+
+def total_variation_l1(x):
+    r"""Total variation as neural-style-pt's ``TVLoss`` writes it: absolute differences (not in the paper).
+
+    .. math::
+        L_\text{TV} = \sum_{c,i,j} |x_{c,i+1,j} - x_{c,i,j}| + |x_{c,i,j+1} - x_{c,i,j}|
+
+    Its gradient takes the sign of each difference, 0 where a difference is exactly 0
+    (as ``torch.abs``'s does). Returns ``(L_TV, dx)``.
+    """
+    xp = array_module(x)
+    sv = xp.sign(x[:, :, 1:, :] - x[:, :, :-1, :])
+    sh = xp.sign(x[:, :, :, 1:] - x[:, :, :, :-1])
+    L = _sum64(xp.abs(x[:, :, 1:, :] - x[:, :, :-1, :])) + _sum64(xp.abs(x[:, :, :, 1:] - x[:, :, :, :-1]))
+    dx = xp.zeros_like(x)
+    dx[:, :, 1:, :] += sv
+    dx[:, :, :-1, :] -= sv
+    dx[:, :, :, 1:] += sh
+    dx[:, :, :, :-1] -= sh
+    return L, dx
+
+
+def total_variation_neural_style(x):
+    r"""Total variation as jcjohnson/neural-style's ``TVLoss`` (Lua) computes its gradient (not in the paper).
+
+    On the image less its last row and column, with :math:`h_{ij} = x_{i,j} - x_{i,j+1}` and
+    :math:`v_{ij} = x_{i,j} - x_{i+1,j}` for :math:`i < H-1, j < W-1`:
+
+    .. math:: L_\text{TV} = \tfrac12 \sum_{c,i,j} h_{ij}^2 + v_{ij}^2
+
+    whose gradient the Lua module adds in its backward (it reports no loss of its own).
+    Returns ``(L_TV, dx)``.
+    """
+    xp = array_module(x)
+    corner = x[:, :, :-1, :-1]
+    h = corner - x[:, :, :-1, 1:]
+    v = corner - x[:, :, 1:, :-1]
+    L = 0.5 * (_sum64(h * h) + _sum64(v * v))
+    dx = xp.zeros_like(x)
+    dx[:, :, :-1, :-1] += h + v
+    dx[:, :, :-1, 1:] -= h
+    dx[:, :, 1:, :-1] -= v
+    return L, dx
+
+
+# The forms a convention's total-variation term takes, by name.
+TV_FORMS = {"squared": total_variation, "l1": total_variation_l1, "neural-style": total_variation_neural_style}

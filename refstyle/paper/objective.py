@@ -14,9 +14,10 @@ from typing import NamedTuple
 
 from ..backend import to_numpy
 from ..errors import RefstyleError
-from .conventions import get_convention, loss_weights
+from ..nn.inputs import InputStage, describe_input
+from .conventions import get_convention, loss_weights, tap_of
 from .images import preprocess
-from .losses import content_loss, gram, style_loss, total_variation
+from .losses import TV_FORMS, content_loss, gram, style_loss
 
 
 def content_targets(net, p, layers):
@@ -78,8 +79,11 @@ class Objective:
         ``"paper"`` or the name of an implementation whose scaling to reproduce
         (:mod:`refstyle.paper.conventions`).
     tv_weight : float
-        Weight of a total-variation term :math:`L_\text{TV}(\vec x)` added to the loss
-        (:func:`refstyle.paper.losses.total_variation`); 0, as in the paper, by default.
+        Weight of a total-variation term :math:`L_\text{TV}(\vec x)` added to the loss, in
+        the convention's form (:data:`refstyle.paper.losses.TV_FORMS`: the squared
+        :func:`~refstyle.paper.losses.total_variation` for the paper's); 0, as in the paper,
+        by default. A convention whose implementation leaves it out of its reported loss
+        (neural-style's Lua) adds only its gradient.
     """
 
     def __init__(self, net, P, A, layer_weights=None, alpha=None, beta=None, convention="paper", tv_weight=0.0):
@@ -134,7 +138,7 @@ class Objective:
             dF[name] = g if name not in dF else dF[name] + g
         grad = self.net.backward(dF, cache)
         if self.tv_weight:
-            L_tv, d_tv = total_variation(xp.asarray(x, dtype=grad.dtype))
+            L_tv, d_tv = TV_FORMS[c.tv](xp.asarray(x, dtype=grad.dtype))
             terms["tv", "x"] = L_tv
             grad += self.tv_weight * d_tv
         values = to_numpy(xp.stack([xp.asarray(v, dtype="float64") for v in terms.values()]))  # the one read
@@ -142,7 +146,7 @@ class Objective:
         loss_content = sum(v for (kind, _), v in layer_losses.items() if kind == "content")
         loss_style = sum(self.layer_weights[name] * v for (kind, name), v in layer_losses.items() if kind == "style")
         loss = self.alpha * loss_content + self.beta * loss_style
-        if self.tv_weight:
+        if self.tv_weight and c.tv_in_loss:
             loss += self.tv_weight * layer_losses["tv", "x"]
         return Evaluation(loss, grad, loss_content, loss_style, layer_losses, F, dF)
 
@@ -163,11 +167,21 @@ def build_objective(net, photo, artworks, settings):
     """
     s = settings.resolved()
     convention = get_convention(s.convention)
-    scale = convention.input_scale
+    space = convention.image
+    if not InputStage(net.image, space).identity:
+        raise RefstyleError(
+            f"the {convention.name} convention optimises an image in {describe_input(space)}, but the network "
+            f"takes {describe_input(net.image)}: build it with VGG(..., image=get_convention({convention.name!r}).image)"
+        )
+    content_layers = [tap_of(convention, name, net.arch) for name in s.content_layers]
+    style_layers = [tap_of(convention, name, net.arch) for name in s.style_layers]
+    layer_weights = s.layer_weights
+    if layer_weights is not None:
+        layer_weights = {tap_of(convention, name, net.arch): w for name, w in layer_weights.items()}
     P, A = {}, {}
     if s.alpha != 0 and photo is not None:
-        P = content_targets(net, preprocess(photo, net.dtype, scale), s.content_layers)
+        P = content_targets(net, preprocess(photo, net.dtype, space), content_layers)
     if s.beta != 0 and artworks:
-        A = style_targets(net, [preprocess(a, net.dtype, scale) for a in artworks], s.style_layers, s.style_blend,
+        A = style_targets(net, [preprocess(a, net.dtype, space) for a in artworks], style_layers, s.style_blend,
                           convention)
-    return Objective(net, P, A, s.layer_weights, s.alpha, s.beta, convention, s.tv_weight)
+    return Objective(net, P, A, layer_weights, s.alpha, s.beta, convention, s.tv_weight)

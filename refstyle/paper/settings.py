@@ -24,7 +24,7 @@ class Settings(NamedTuple):
     beta: float = None
     convention: str = "paper"
     style_blend: tuple = None  # v_s of several artworks; None: equal
-    tv_weight: float = 0.0
+    tv_weight: float = None  # None: the convention's (the paper: 0, none; neural-style: 1e-3)
     size: int = PAPER_SIZE  # the photograph's longer side
     style_scale: float = 1.0
     iters: int = PAPER_ITERS
@@ -45,4 +45,5 @@ class Settings(NamedTuple):
             style_layers=tuple(c.style_layers if self.style_layers is None else self.style_layers),
             alpha=alpha,
             beta=beta,
+            tv_weight=c.tv_weight if self.tv_weight is None else float(self.tv_weight),
         )

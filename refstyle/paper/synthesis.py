@@ -14,6 +14,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..errors import ImageError, RefstyleError
 from ..nn.arch import ARCHS, is_conv
+from ..nn.inputs import CAFFE_INPUT
 from .conventions import get_convention
 from .images import deprocess, fit_longer, load_image, preprocess, resize, round_half_up, white_noise
 from .objective import build_objective
@@ -60,17 +61,17 @@ def upsample(x, shape):
     return out
 
 
-def initial_image(init, photo, artwork, shape, seed, dtype, scale=1.0):
+def initial_image(init, photo, artwork, shape, seed, dtype, space=CAFFE_INPUT):
     """The start image: white noise (the paper's), the photograph, the artwork, or a file."""
     if init == "noise":
-        return white_noise(shape, seed, dtype, scale)
+        return white_noise(shape, seed, dtype, space)
     if init == "content":
         rgb = photo
     elif init == "style":
         rgb = artwork
     else:
         rgb = load_image(init)
-    return preprocess(resize(rgb, shape), dtype, scale)
+    return preprocess(resize(rgb, shape), dtype, space)
 
 
 def preserve_color(result_rgb, photo_rgb):
@@ -106,7 +107,6 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
     the optimiser; ``on_scale(k, shape)`` is told when scale ``k`` starts.
     """
     s = settings.resolved()
-    convention = get_convention(s.convention)
     alpha = s.alpha if photo is not None else 0.0
     beta = s.beta if artworks else 0.0
     if alpha == 0 and beta == 0:
@@ -124,7 +124,7 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
         raise ImageError(f"--style-scale must be positive, not {s.style_scale}")
     reference = photo if photo is not None else artworks[0]
     layers = list(s.content_layers if alpha else []) + list(s.style_layers if beta else [])
-    scale = convention.input_scale
+    space = net.image  # the space the image is optimised in (build_objective checks it is the convention's)
     x, results = None, []
     for k, side in enumerate(scale_sizes(s.size, s.scales)):
         shape = fit_longer(reference.shape[:2], side)
@@ -141,12 +141,12 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
             on_scale(k, shape)
         objective = build_objective(net, p_rgb, a_rgbs, s)
         if x is None:
-            x0 = initial_image(s.init, p_rgb, a_rgbs[0] if a_rgbs else None, shape, s.seed, net.dtype, scale)
+            x0 = initial_image(s.init, p_rgb, a_rgbs[0] if a_rgbs else None, shape, s.seed, net.dtype, space)
         else:
             x0 = upsample(x, shape)
         options = dict(s.optimizer_options or {})
         if s.optimizer == "lbfgs" and s.bounds and "bounds" not in options:
-            src = preprocess(p_rgb if p_rgb is not None else a_rgbs[0], "float64", scale)
+            src = preprocess(p_rgb if p_rgb is not None else a_rgbs[0], "float64", space)
             options["bounds"] = (float(src.min()), float(src.max()))
         last = []
 
@@ -163,7 +163,7 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
         x = result.x
         if result.interrupted:
             break
-    rgb = deprocess(x, scale)
+    rgb = deprocess(x, space)
     if s.preserve_color and photo is not None:
         rgb = preserve_color(rgb, p_rgb)
     return Synthesis(rgb, x, results, p_rgb, a_rgbs)

@@ -9,12 +9,13 @@ convolutions, checks them against the architecture
 """
 
 import os
+import warnings
 
 import numpy as np
 
-from ..errors import WeightsError
+from ..errors import RefstyleWarning, WeightsError
 from ..nn.arch import VGG_CONV_NAMES, check_arch, check_weights, infer_arch
-from ..nn.inputs import CAFFE_INPUT
+from ..nn.inputs import CAFFE_INPUT, describe_input, input_by_name
 from .cache import resolve, source_of
 from .caffemodel import caffemodel_layers, read_caffemodel
 from .catalogue import load_sources
@@ -51,6 +52,8 @@ def _read(path, head):
     if kind is not None:
         layers, info = read_pth(path)
         meta = dict(source, format=kind, input=info["input"], naming=info["naming"])
+        if info["naming"] == "torchvision":  # the key names say nothing certain about the input
+            meta["input_guessed"] = True
         if "arch" in info:
             meta["arch"] = info["arch"]
         checkpoint = {k: info[k] for k in ("layout", "prefix", "wrapper", "batchnorm") if info.get(k)}
@@ -81,24 +84,46 @@ def resolve_weights(name):
     return os.fspath(name) if source is None else os.fspath(resolve(source.name))
 
 
-def load_weights(path, arch=None):
-    """Load VGG weights from a ``.caffemodel`` (Caffe V1 or V2), a Keras ``.h5`` or the project's ``.npz``.
+def load_weights(path, arch=None, input=None, fold=True):
+    """Load VGG weights from a ``.caffemodel`` (Caffe V1 or V2), a Keras ``.h5``, a PyTorch ``.pth`` or the project's ``.npz``.
 
     Returns :class:`Weights`, checked against ``arch`` (default: the architecture
     they record or imply, which is then stored in ``meta['arch']``).
+
+    ``input``: the input convention the weights were trained on, stated (a name of
+    :data:`refstyle.nn.inputs.INPUTS` or a convention dict); by default a known source's
+    record says it, else the file: a caffemodel, Keras file or refstyle ``.npz`` is
+    certain, while torchvision's key names (``features.N``) are only a guess, warned
+    about (neural-style-pt's model files hold Caffe weights under those names). With
+    ``fold`` (the default) another convention is folded into ``conv1_1`` so the weights
+    take Caffe's input (exact but on the border ring); without, ``meta['input']`` keeps
+    it and :class:`refstyle.VGG` maps the image into it exactly (its input stage).
     """
     if arch is not None:
         check_arch(arch)
     path = resolve_weights(path)
     weights = _read(path, _sniff(path))
+    guessed = weights.meta.pop("input_guessed", False)
     source = source_of(path)  # a known source's file, named or given by its path: its record says its input
     if source is not None:
         weights.meta.update(source=f"{source.name} ({path})", input=source.input)
+        guessed = False
+    if input is not None:
+        weights.meta["input"] = dict(input_by_name(input) if isinstance(input, str) else input)
+        guessed = False
+    if guessed:
+        warnings.warn(
+            f"{path}: torchvision's key names, so its input is taken to be torchvision's "
+            f"({describe_input(weights.meta['input'])}); files named so that hold Caffe weights (neural-style-pt's "
+            "vgg19-d01eb7cb.pth and vgg16-00b39a1b.pth) take Caffe's: state it with --weights-input caffe "
+            "(load_weights(..., input='caffe')), or --weights-input torchvision to confirm",
+            RefstyleWarning, stacklevel=2,
+        )
     if arch is not None:
         weights.meta["arch"] = arch
     weights.meta.setdefault("arch", infer_arch(weights))
     check_weights(weights, weights.meta["arch"])
-    return take_caffe_input(weights)
+    return take_caffe_input(weights) if fold else weights
 
 
 def describe(path):
