@@ -156,8 +156,12 @@ def grad(args):
         "layer_weights": objective.layer_weights, "size": list(photo.shape[:2]),
         "style_sizes": [list(a.shape[:2]) for a in artworks], "seed": args.seed, "dtype": net.dtype.name,
         "content": args.content, "styles": args.styles, "x": args.x, "kernels": net.kernels,
+        "rounding": net.rounding, "tv_weight": objective.tv_weight, "image": net.image,
+        "weights_input": net.weights_input,
     }
-    write_gradient_file(args.output, gradient_arrays(x, e, record))
+    arrays = gradient_arrays(x, e, record)
+    arrays["image"] = np.array(json.dumps(net.image))  # the space x and grad are in: the convention's own
+    write_gradient_file(args.output, arrays)
     print(f"wrote {args.output}: loss {e.loss:.6e} (content {e.loss_content:.6e}, style {e.loss_style:.6e}), "
           f"x {x.shape[2]}×{x.shape[3]}")
 
