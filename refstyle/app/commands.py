@@ -123,7 +123,7 @@ def run_network(args, settings, weights=None, dtype=None):
     convention = get_convention(settings.convention)
     net = VGG(weights, arch=args.arch, pooling=args.pooling or convention.pooling, dtype=dtype or args.dtype,
               kernels=device_default(args, "kernels"), device=getattr(args, "device", "cpu"),
-              rounding=args.rounding or convention.rounding, image=convention.image)
+              rounding=args.rounding or convention.rounding, image=convention.image, feed=convention.feed)
     taps = [tap_of(convention, name, net.arch) for name in list(settings.content_layers) + list(settings.style_layers)]
     check_layers(taps, net.arch, net.layers)
     return net

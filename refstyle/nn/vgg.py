@@ -57,7 +57,7 @@ class VGG:
     """
 
     def __init__(self, weights, arch=None, pooling="avg", dtype="float32", device="cpu", kernels="reference",
-                 rounding="ceil", image=None):
+                 rounding="ceil", image=None, feed=None):
         if pooling not in POOLINGS:
             raise RefstyleError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
         if rounding not in ROUNDINGS:
@@ -76,11 +76,12 @@ class VGG:
         }
         self.kernels = kernels
         self.kernel_set = kernel_set(kernels, self.params, self.xp)
-        # the space of the images x given to forward, and what the weights take: an exact
-        # per-channel map between them runs first (before conv1_1's zero padding)
+        # the space of the images x given to forward, and the space conv1_1 is fed: by default the
+        # one the weights were trained on. An exact per-channel map between them runs first
+        # (before conv1_1's zero padding).
         self.image = dict(CAFFE_INPUT if image is None else image)
         self.weights_input = dict(getattr(weights, "meta", {}).get("input", CAFFE_INPUT))
-        self.stage = InputStage(self.image, self.weights_input)
+        self.stage = InputStage(self.image, self.weights_input if feed is None else feed)
 
     def __repr__(self):
         kernels = "" if self.kernels == "reference" else f"kernels={self.kernels!r}, "

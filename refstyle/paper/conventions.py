@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple
 
 from ..errors import RefstyleError
 from ..nn.arch import PRE_RELU, conv_layers
-from ..nn.inputs import CAFFE_INPUT, LUA_INPUT, RGB01_INPUT
+from ..nn.inputs import CAFFE_INPUT, LUA_INPUT, RGB01_INPUT, TORCHVISION_INPUT
 
 # The paper's settings (SPEC §3), written once: the API, the command line and the figures take them from here.
 PAPER_CONTENT_LAYERS = ("conv4_2",)
@@ -59,6 +59,8 @@ class Convention(NamedTuple):
     tv: str = "squared"  # the total-variation term's form (refstyle.paper.losses.TV_FORMS)
     tv_weight: float = 0.0  # its default weight
     tv_in_loss: bool = True  # whether the reported loss includes it (neural-style's Lua adds its gradient only)
+    feed: dict = None  # what the implementation feeds conv1_1, whatever its weights were trained on:
+    #                    None (the paper, refstyle) maps the image into the weights' own input space
 
 
 def _mse_content(N, M):
@@ -109,7 +111,6 @@ _NEURAL_STYLE = dict(
     content_layers=PAPER_CONTENT_LAYERS,
     style_layers=PAPER_STYLE_LAYERS,
     pooling="max",
-    rounding="ceil",
     names=neural_style_names,
     tv_weight=1e-3,
 )
@@ -134,18 +135,22 @@ CONVENTIONS = {
         Convention(
             "neural-style",
             "jcjohnson/neural-style (Lua Torch): MSE of F; Gram / (N·M), MSE over N²; content_weight 5, "
-            "style_weight 100; image ×256 (BGR, minus the mean pixel); max pooling (ceil); tv_weight 1e-3 "
-            "(its squared TV enters the gradient, not the reported loss)",
+            "style_weight 100; image ×256 (BGR, minus the mean pixel); max pooling in ceil mode (loadcaffe's); "
+            "tv_weight 1e-3, whose squared TV enters the gradient, not the reported loss",
             image=LUA_INPUT,
+            feed=LUA_INPUT,  # the ×256 image itself, into weights trained on ×255
+            rounding="ceil",
             tv="neural-style",
             tv_in_loss=False,
             **_NEURAL_STYLE,
         ),
         Convention(
             "neural-style-pt",
-            "ProGamerGov/neural-style-pt: as neural-style, but the image ×255 (Caffe's input) and an L1 total "
-            "variation (tv_weight 1e-3) in the loss",
-            image=CAFFE_INPUT,
+            "ProGamerGov/neural-style-pt: as neural-style (image ×256, the same losses and weights), but "
+            "PyTorch's pooling in floor mode and an L1 total variation (tv_weight 1e-3) in the loss",
+            image=LUA_INPUT,
+            feed=LUA_INPUT,
+            rounding="floor",
             tv="l1",
             **_NEURAL_STYLE,
         ),
@@ -162,6 +167,7 @@ CONVENTIONS = {
             beta=1e6,
             layer_weight=lambda N, n: 1.0,
             image=RGB01_INPUT,
+            feed=TORCHVISION_INPUT,  # its Normalization module: (x − mean)/std, then conv1_1
             content_layers=("conv2_2" + PRE_RELU,),
             style_layers=tuple(name + PRE_RELU for name in ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1")),
             pooling="max",
@@ -179,6 +185,7 @@ CONVENTIONS = {
             beta=1.0,
             layer_weight=lambda N, n: 1e3 / N**2,
             image=CAFFE_INPUT,
+            feed=CAFFE_INPUT,
             content_layers=PAPER_CONTENT_LAYERS,
             style_layers=PAPER_STYLE_LAYERS,
             pooling="max",

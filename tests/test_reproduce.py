@@ -1,0 +1,131 @@
+"""refstyle reproduces the implementations people use: ``refstyle grad --convention NAME`` against each one's code.
+
+Each peer (``tests/peers.py``) is an independent PyTorch rewrite of that implementation's
+published loss code. Both sides get the same weights, in the implementation's own file
+format, the same photograph and artwork, and the same image ``x`` in the implementation's
+own image space; their losses and gradients must agree to 1e-6 relative in float64, at an
+even size and at an odd one (where the pooling's rounding and the padding matter).
+"""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import require_torch
+from PIL import Image
+
+import peers
+import protowire
+from refstyle.app.cli import main
+from refstyle.app.validate import read_gradient_file
+
+SIZES = [(32, 32), (37, 35)]  # even, and odd on both sides (floor pooling reaches pool5 at both)
+WIDTHS = (4, 6, 8, 8, 8)
+
+
+def run_grad(tmp_path, capsys, weights, convention, photo, art, x, *extra):
+    for name, rgb in (("photo", photo), ("art", art)):
+        Image.fromarray(rgb).save(tmp_path / f"{name}.png")
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / f"{convention}.npz"
+    status = main(["grad", str(tmp_path / "photo.png"), str(tmp_path / "art.png"), "--weights", str(weights),
+                   "--convention", convention, "--x", str(tmp_path / "x.npy"), "--dtype", "float64",
+                   "--size", str(max(photo.shape[:2])), "-o", str(out), *extra])
+    _, err = capsys.readouterr()
+    assert status == 0, err
+    return read_gradient_file(out), err
+
+
+def float32_layers(rng, arch="vgg19"):
+    """Small random VGG weights rounded to float32: what every weights file here stores and refstyle reads."""
+    return {k: (W.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64))
+            for k, (W, b) in peers.random_vgg_layers(rng, arch, WIDTHS).items()}
+
+
+def images(shape, seed):
+    rng = np.random.default_rng(seed)
+    photo, art = (rng.integers(0, 256, shape + (3,)).astype(np.uint8) for _ in range(2))
+    start = rng.integers(0, 256, shape + (3,)).astype(np.uint8)
+    return photo, art, start, rng
+
+
+def agree(refstyle_file, loss, grad):
+    assert float(refstyle_file["loss"]) == pytest.approx(loss, rel=1e-6)
+    g = refstyle_file["grad"]
+    assert g.shape == grad.shape
+    np.testing.assert_allclose(g, grad, rtol=1e-6, atol=1e-6 * np.abs(grad).max())
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
+def test_neural_style_pt(tmp_path, capsys, shape):
+    """ProGamerGov/neural-style-pt with its own model file: torchvision's key names holding Caffe weights."""
+    torch = require_torch()
+    photo, art, start, rng = images(shape, 1)
+    layers = float32_layers(rng)
+    state = peers.neural_style_pt_state_dict(layers)
+    peers.save_state_dict(torch, state, tmp_path / "vgg19-d01eb7cb.pth")
+    space = peers.neural_style_pt_image_space
+    x = space(start) + rng.standard_normal((1, 3) + shape)
+    loss, grad = peers.neural_style_pt(torch, state, space(photo), [space(art)], x)
+    ours, err = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", "neural-style-pt", photo, art, x,
+                         "--weights-input", "caffe")
+    assert "warning" not in err  # the input was stated: nothing guessed
+    agree(ours, loss, grad)
+    assert json.loads(str(ours["image"]))["range"] == [0, 256]  # x and grad in neural-style's own ×256 space
+
+
+def test_neural_style_pt_files_are_warned_about_when_the_input_is_not_stated(tmp_path, capsys):
+    torch = require_torch()
+    photo, art, start, rng = images((32, 32), 2)
+    state = peers.neural_style_pt_state_dict(float32_layers(rng))
+    peers.save_state_dict(torch, state, tmp_path / "vgg19-d01eb7cb.pth")
+    x = peers.neural_style_pt_image_space(start)
+    _, err = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", "neural-style-pt", photo, art, x)
+    assert "refstyle: warning:" in err and "--weights-input caffe" in err
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
+def test_neural_style_lua(tmp_path, capsys, shape):
+    """jcjohnson/neural-style (Lua) with the caffemodel it loads: ×256, ceil max pooling, TV in the gradient only."""
+    torch = require_torch()
+    photo, art, start, rng = images(shape, 3)
+    layers = float32_layers(rng)
+    (tmp_path / "vgg19.caffemodel").write_bytes(protowire.caffemodel({k: (W, b) for k, (W, b) in layers.items()}))
+    space = peers.neural_style_lua_image_space
+    x = space(start) + rng.standard_normal((1, 3) + shape)
+    loss, grad = peers.neural_style_lua(torch, peers.neural_style_lua_state_dict(layers), space(photo), [space(art)], x)
+    ours, _ = run_grad(tmp_path, capsys, tmp_path / "vgg19.caffemodel", "neural-style", photo, art, x)
+    agree(ours, loss, grad)
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
+def test_pytorch_tutorial(tmp_path, capsys, shape):
+    """PyTorch's tutorial with torchvision's features state dict: taps before the ReLU, RGB 0..1, floor pooling."""
+    torch = require_torch()
+    photo, art, start, rng = images(shape, 4)
+    layers = float32_layers(rng)
+    state = peers.pytorch_tutorial_state_dict(layers)
+    peers.save_state_dict(torch, state, tmp_path / "vgg19_features.pth")
+    space = peers.pytorch_tutorial_image_space
+    x = np.clip(space(start) + 0.05 * rng.standard_normal((1, 3) + shape), 0, 1)  # the tutorial clamps to 0..1
+    loss, grad = peers.pytorch_tutorial(torch, state, space(photo), space(art), x)
+    ours, _ = run_grad(tmp_path, capsys, tmp_path / "vgg19_features.pth", "pytorch-tutorial", photo, art, x,
+                       "--weights-input", "torchvision")
+    agree(ours, loss, grad)
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
+def test_gatys_pytorch(tmp_path, capsys, shape):
+    """The author's PyTorch notebook with a vgg_conv.pth: Gram / M, style weights 1e3/N_l², floor max pooling."""
+    torch = require_torch()
+    photo, art, start, rng = images(shape, 5)
+    layers = float32_layers(rng)
+    state = peers.gatys_pytorch_state_dict(layers)
+    peers.save_state_dict(torch, state, tmp_path / "vgg_conv.pth")
+    space = peers.gatys_pytorch_image_space
+    x = space(start) + rng.standard_normal((1, 3) + shape)
+    # the notebook writes its weights for the real widths (64, 128, 256, 512, 512): 1e3/N_l² of these
+    weights = tuple(1e3 / n**2 for n in WIDTHS)
+    loss, grad = peers.gatys_pytorch(torch, state, space(photo), [space(art)], x, style_weights=weights)
+    ours, _ = run_grad(tmp_path, capsys, tmp_path / "vgg_conv.pth", "gatys-pytorch", photo, art, x)
+    agree(ours, loss, grad)
