@@ -6,18 +6,15 @@ network (layers, ReLU placement and in-place effects, pooling type and rounding,
 where its losses tap the network, how they are normalised, its default weights and layers
 and its extras (TV loss, gradient normalisation). Every default is a keyword argument.
 
-=====================  ==========================================================  ===============
-peer                   published code                                              weights' keys
-=====================  ==========================================================  ===============
-:func:`neural_style_pt`  ProGamerGov/neural-style-pt ``neural_style.py``,            ``features.N.weight``
-                       ``CaffeLoader.py``
-:func:`neural_style_lua` jcjohnson/neural-style ``neural_style.lua`` (Lua Torch),    ``conv1_1.weight``
-                       with szagoruyko/loadcaffe ``loadcaffe.cpp`` building the net
-:func:`pytorch_tutorial` pytorch/tutorials                                           ``N.weight``
-                       ``advanced_source/neural_style_tutorial.py``
-:func:`gatys_pytorch`   leongatys/PytorchNeuralStyleTransfer                         ``conv1_1.weight``
-                       ``NeuralStyleTransfer.ipynb``
-=====================  ==========================================================  ===============
+- :func:`neural_style_pt`: ProGamerGov/neural-style-pt, ``neural_style.py`` and
+  ``CaffeLoader.py``; weights keyed ``features.N.weight``.
+- :func:`neural_style_lua`: jcjohnson/neural-style, ``neural_style.lua`` (Lua Torch), whose
+  network szagoruyko/loadcaffe (``loadcaffe.cpp``) builds; weights keyed by Caffe layer name,
+  ``conv1_1.weight``.
+- :func:`pytorch_tutorial`: pytorch/tutorials, ``advanced_source/neural_style_tutorial.py``;
+  weights keyed as torchvision's ``vgg19().features``, ``0.weight``.
+- :func:`gatys_pytorch`: leongatys/PytorchNeuralStyleTransfer, ``NeuralStyleTransfer.ipynb``;
+  weights keyed as ``vgg_conv.pth``, ``conv1_1.weight``.
 
 Conventions shared by all four peers:
 
@@ -37,9 +34,11 @@ Conventions shared by all four peers:
   implementation's own layer names, before any in-place change), each loss term
   (``"content"``, ``"style"``, ``"tv"``) and the layer sequence that was built (``"net"``).
 
-Sources were read from the stored copies of those repositories: several versions and forks
-of each are stored and the current master's commit could not be pinned, so places are
-cited by file and function (or option), which are the same in every upstream version read.
+Sources were read from stored copies of those repositories, which hold several versions
+(and forks) of each file; the current master's commit could not be pinned, so places are
+cited by file and function or command-line option, not by line. Where versions differ it
+is said (neural-style-pt's ``-normalize_gradients`` exists in later versions only; some
+forks of it scale the input by 255).
 """
 
 import functools
