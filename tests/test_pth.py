@@ -888,3 +888,18 @@ def test_a_stated_input_is_taken_and_not_warned_about(tmp_path, recwarn):
     assert kept.meta["input"] == TORCHVISION_INPUT and "input_conversion" not in kept.meta
     with pytest.raises(refstyle.RefstyleError, match="unknown input convention 'bgr'"):
         refstyle.load_weights(path, input="bgr")
+
+
+def test_a_known_file_name_gives_its_records_input_with_a_warning(tmp_path):
+    """vgg16-00b39a1b.pth outside the cache: the record vgg16-neural-style-pt says Caffe's input; nothing folded."""
+    torch = require_torch()
+    w = small("vgg16", seed=6)
+    path = torch_save(torch, checkpoint_keys(w, "torchvision"), tmp_path / "vgg16-00b39a1b.pth", legacy=True)
+    with pytest.warns(refstyle.RefstyleWarning, match="known weights vgg16-neural-style-pt"):
+        named = refstyle.load_weights(path)
+    assert named.meta["input"] == CAFFE_INPUT and "input_conversion" not in named.meta
+    np.testing.assert_array_equal(named["conv1_1"][0], w["conv1_1"][0].astype(np.float32))
+    other = torch_save(torch, checkpoint_keys(w, "torchvision"), tmp_path / "vgg16.pth", legacy=True)
+    with pytest.warns(refstyle.RefstyleWarning, match="taken to be torchvision's"):
+        guessed = refstyle.load_weights(other)
+    assert guessed.meta["input_conversion"]["from"] == TORCHVISION_INPUT  # folded, on the guess it warned about

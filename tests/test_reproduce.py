@@ -74,14 +74,72 @@ def test_neural_style_pt(tmp_path, capsys, shape):
     assert json.loads(str(ours["image"]))["range"] == [0, 256]  # x and grad in neural-style's own ×256 space
 
 
-def test_neural_style_pt_files_are_warned_about_when_the_input_is_not_stated(tmp_path, capsys):
+def test_neural_style_pt_files_are_read_right_by_their_name_and_warned_about(tmp_path, capsys):
+    """Not stated, a torchvision-named file with neural-style-pt's file name takes its record's input (Caffe's)."""
     torch = require_torch()
     photo, art, start, rng = images((32, 32), 2)
     state = peers.neural_style_pt_state_dict(float32_layers(rng))
     peers.save_state_dict(torch, state, tmp_path / "vgg19-d01eb7cb.pth")
-    x = peers.neural_style_pt_image_space(start)
-    _, err = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", "neural-style-pt", photo, art, x)
-    assert "refstyle: warning:" in err and "--weights-input caffe" in err
+    space = peers.neural_style_pt_image_space
+    x = space(start)
+    loss, grad = peers.neural_style_pt(torch, state, space(photo), [space(art)], x)
+    ours, err = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", "neural-style-pt", photo, art, x)
+    assert "refstyle: warning:" in err and "the known weights vgg19-neural-style-pt" in err
+    assert "BGR 0..255 minus (103.939, 116.779, 123.68)" in err and "--weights-input" in err
+    agree(ours, loss, grad)
+    assert json.loads(str(ours["settings"]))["weights_input"]["range"] == [0, 255]  # read right: Caffe's input
+    # under another name the key names are all there is: torchvision's input, a guess warned about
+    peers.save_state_dict(torch, state, tmp_path / "mine.pth")
+    ours, err = run_grad(tmp_path, capsys, tmp_path / "mine.pth", "neural-style-pt", photo, art, x, "--force")
+    assert "taken to be torchvision's" in err and "--weights-input caffe" in err
+    assert json.loads(str(ours["settings"]))["weights_input"]["range"] == [0, 1]
+    # (neural-style-pt feeds its ×256 image to any weights, so under its convention the guess changes no number;
+    # under the paper's it would: refstyle's input stage maps Caffe's image into the weights' input)
+
+
+def test_neural_style_pt_weights_fetched_by_name_from_a_local_mirror(tmp_path, capsys, monkeypatch):
+    """The record vgg19-neural-style-pt, pointed at a local server: fetched unverified (no size or digest is
+    published), then used by name with no warning, since the record states the input."""
+    import http.server
+    import shutil
+    import threading
+    from functools import partial
+
+    torch = require_torch()
+    photo, art, start, rng = images((32, 32), 3)
+    state = peers.neural_style_pt_state_dict(float32_layers(rng))
+    served = tmp_path / "served"
+    served.mkdir()
+    peers.save_state_dict(torch, state, served / "vgg19-d01eb7cb.pth")
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.func.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        from refstyle.weights.catalogue import SOURCES_DIR
+
+        mirror = tmp_path / "records"
+        mirror.mkdir()
+        record = json.loads((SOURCES_DIR / "vgg19-neural-style-pt.json").read_text())
+        record["url"] = f"http://127.0.0.1:{httpd.server_address[1]}/vgg19-d01eb7cb.pth"
+        (mirror / "vgg19-neural-style-pt.json").write_text(json.dumps(record))
+        monkeypatch.setenv("REFSTYLE_SOURCES", str(mirror))
+        monkeypatch.setenv("REFSTYLE_CACHE", str(tmp_path / "cache"))
+        assert main(["weights", "fetch", "vgg19-neural-style-pt"]) == 0
+        err = capsys.readouterr().err
+        size = (served / "vgg19-d01eb7cb.pth").stat().st_size
+        assert "could not be verified; its sha256 is" in err and f"its size {size:,} bytes" in err
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    space = peers.neural_style_pt_image_space
+    x = space(start)
+    loss, grad = peers.neural_style_pt(torch, state, space(photo), [space(art)], x)
+    ours, err = run_grad(tmp_path, capsys, "vgg19-neural-style-pt", "neural-style-pt", photo, art, x)
+    assert "warning" not in err
+    agree(ours, loss, grad)
+    assert json.loads(str(ours["settings"]))["weights_input"]["range"] == [0, 255]
+    shutil.rmtree(tmp_path / "cache")
 
 
 @pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])

@@ -31,7 +31,7 @@ from ..progress import Progress
 from ..version import __version__
 from ..weights import describe, generate_weights, load_weights, resolve_weights, save_npz
 from ..weights.cache import cache_dir, list_cache, list_sources
-from ..weights.catalogue import find_source
+from ..weights.catalogue import find_source, size_text
 from ..weights.download import fetch
 from .explain import explain as explain_steps
 from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
@@ -416,7 +416,7 @@ def weights_list(args):
         s = row.source
         state = "ready" if row.cached else "-"
         where = f"{row.note}: {row.path}" if row.note else str(row.path)
-        print(f"  {s.name:<14} {s.arch:<6} {s.size / 1e6:>7,.0f} MB  {state:<6} {where}")
+        print(f"  {s.name:<22} {s.arch:<6} {size_text(s.size):>17}  {state:<6} {where}")
     print(f"cache {cache_dir()} ($REFSTYLE_CACHE/weights):")
     rows = list_cache(digests=not args.quick)
     for e in rows:

