@@ -85,9 +85,10 @@ def setup(tmp_path, shape, seed=4):
               for k, (W, b) in peers.random_vgg_layers(rng, "vgg19", WIDTHS).items()}
     peers.save_state_dict(torch, peers.pytorch_tutorial_state_dict(layers), tmp_path / "vgg19_features.pth")
     photo, art = (rng.integers(0, 256, shape + (3,)).astype(np.uint8) for _ in range(2))
-    for name, rgb in (("photo", photo), ("art", art)):
-        Image.fromarray(rgb).save(tmp_path / f"{name}.png")
     space = peers.pytorch_tutorial_image_space
+    for name, rgb in (("photo", photo), ("art", art)):  # as README says: the tutorial's tensors saved as PNG
+        img = torch.from_numpy(space(rgb))
+        Image.fromarray((img[0].permute(1, 2, 0) * 255).round().byte().numpy()).save(tmp_path / f"{name}.png")
     x0 = np.clip(space(rng.integers(0, 256, shape + (3,)).astype(np.uint8))
                  + 0.05 * rng.standard_normal((1, 3) + shape), 0, 1)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
@@ -99,7 +100,7 @@ def refstyle_grad(tmp_path, capsys, x, shape, out="ours.npz"):
     status = main(["grad", str(tmp_path / "photo.png"), str(tmp_path / "art.png"),
                    "--weights", str(tmp_path / "vgg19_features.pth"), "--weights-input", "torchvision",
                    "--convention", "pytorch-tutorial", "--x", str(tmp_path / "x.npy"), "--dtype", "float64",
-                   "--size", str(max(shape)), "-o", str(tmp_path / out)])
+                   "-o", str(tmp_path / out)])  # README's command: --x sets the size
     assert status == 0, capsys.readouterr().err
     capsys.readouterr()
     return tmp_path / out
