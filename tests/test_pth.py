@@ -903,3 +903,18 @@ def test_a_known_file_name_gives_its_records_input_with_a_warning(tmp_path):
     with pytest.warns(refstyle.RefstyleWarning, match="taken to be torchvision's"):
         guessed = refstyle.load_weights(other)
     assert guessed.meta["input_conversion"]["from"] == TORCHVISION_INPUT  # folded, on the guess it warned about
+
+
+def test_weights_info_says_where_a_pth_files_input_comes_from(tmp_path, capsys):
+    from refstyle.app.cli import main
+
+    torch = require_torch()
+    w = small("vgg16", seed=7)
+    named = torch_save(torch, checkpoint_keys(w, "torchvision"), tmp_path / "vgg16-00b39a1b.pth", legacy=False)
+    other = torch_save(torch, checkpoint_keys(w, "torchvision"), tmp_path / "other.pth", legacy=False)
+    assert main(["weights", "info", str(named)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("input:"))
+    assert "'range': [0, 255]" in line and "from the record vgg16-neural-style-pt, by the file's name" in line
+    assert main(["weights", "info", str(other)]) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("input:"))
+    assert "'std': [0.229, 0.224, 0.225]" in line and "a guess from torchvision's key names" in line

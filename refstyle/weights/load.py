@@ -146,12 +146,22 @@ def describe(path):
     lines = [f"file:   {path} ({os.path.getsize(path):,} bytes)" + (f", the known weights {name}" if path != name else "")]
     if head.startswith(b"PK") or head.startswith(HDF5_MAGIC) or pth_format(path):
         weights = _read(path, head)
+        guessed = weights.meta.pop("input_guessed", False)
+        named = source_named_like(path) if guessed and source is None else None
         if source is not None:
             weights.meta["input"] = source.input
+        elif named is not None and named.format == "pth":
+            weights.meta["input"] = named.input
+            weights.meta["input_note"] = (f"from the record {named.name}, by the file's name: state it with "
+                                          "--weights-input to confirm")
+        elif guessed:
+            weights.meta["input_note"] = ("a guess from torchvision's key names: neural-style-pt's files hold "
+                                          "Caffe weights under them; state it with --weights-input")
         formats = {"npz": "refstyle .npz", "keras-h5": "Keras HDF5 (its 3×3 convolutions)",
                    "pth-zip": "PyTorch state dict (zip)", "pth-legacy": "PyTorch state dict (legacy, before 1.6)"}
         lines.append(f"format: {formats[weights.meta['format']]}")
-        lines.append(f"input:  {weights.meta.get('input', CAFFE_INPUT)}")
+        note = weights.meta.pop("input_note", None)
+        lines.append(f"input:  {weights.meta.get('input', CAFFE_INPUT)}" + (f" ({note})" if note else ""))
         for key in RECORDED:
             if key in weights.meta:
                 value = weights.meta[key]
