@@ -918,3 +918,20 @@ def test_weights_info_says_where_a_pth_files_input_comes_from(tmp_path, capsys):
     assert main(["weights", "info", str(other)]) == 0
     line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("input:"))
     assert "'std': [0.229, 0.224, 0.225]" in line and "a guess from torchvision's key names" in line
+
+
+def test_weights_convert_takes_a_stated_input(tmp_path, capsys):
+    """--weights-input on weights convert: stated Caffe's, nothing is folded and no warning is given."""
+    from refstyle.app.cli import main
+
+    torch = require_torch()
+    w = small("vgg16", seed=8)
+    path = torch_save(torch, checkpoint_keys(w, "torchvision"), tmp_path / "mine.pth", legacy=False)
+    assert main(["weights", "convert", str(path), str(tmp_path / "a.npz"), "--weights-input", "caffe"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err and "input convention" not in out
+    np.testing.assert_array_equal(refstyle.load_weights(tmp_path / "a.npz")["conv1_1"][0],
+                                  w["conv1_1"][0].astype(np.float32))
+    assert main(["weights", "convert", str(path), str(tmp_path / "b.npz")]) == 0
+    out, err = capsys.readouterr()
+    assert "taken to be torchvision's" in err and "conv1_1 folded from the input" in out

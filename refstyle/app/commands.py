@@ -354,7 +354,7 @@ def explain(args):
 
 def weights_convert(args):
     check_writable(args.output, args.force)
-    weights = load_weights(args.input, arch=args.arch)
+    weights = load_weights(args.input, arch=args.arch, input=args.weights_input)
     save_npz(weights, args.output)
     names = list(weights)
     print(f"wrote {args.output}: {weights.meta['arch']}, {len(names)} conv layers {names[0]}..{names[-1]}")
@@ -379,7 +379,7 @@ def _image_files(folder):
 def weights_normalize(args):
     check_writable(args.output, args.force)
     paths = _image_files(args.images)
-    weights = load_weights(args.input, arch=args.arch)
+    weights = load_weights(args.input, arch=args.arch, input=args.weights_input)
     bar = Progress(len(paths), label="mean responses ", unit="images")
     try:
         result = normalize_over_images(weights, paths, size=args.size, pooling=args.pooling,

@@ -72,6 +72,13 @@ def _by_device(option):
     return ", ".join(f"{value} on the {device.upper()}" for device, d in DEVICE_DEFAULTS.items() for value in [d[option]])
 
 
+def _add_weights_input(p):
+    p.add_argument("--weights-input", choices=INPUTS, metavar="|".join(INPUTS),
+                   help="the input the weights were trained on, stated: caffe (BGR 0..255 minus the mean pixel), "
+                   "lua (the same ×256), torchvision (RGB 0..1 normalised by mean and std), rgb01; default: the "
+                   "known weights' record, else what the file's key names imply (warned about)")
+
+
 def _add_model_options(p, weights_required=True, kernels=None):
     p.add_argument("--weights", required=weights_required, metavar="FILE|NAME",
                    help="VGG weights: a .caffemodel, a Keras .h5, a PyTorch .pth, a refstyle .npz, or a known "
@@ -83,10 +90,7 @@ def _add_model_options(p, weights_required=True, kernels=None):
     p.add_argument("--rounding", choices=ROUNDINGS,
                    help="pooling's output size for an odd side: Caffe's ceil or PyTorch's floor (default: the "
                    "convention's; the paper: ceil)")
-    p.add_argument("--weights-input", choices=INPUTS, metavar="|".join(INPUTS),
-                   help="the input the weights were trained on, stated: caffe (BGR 0..255 minus the mean pixel), "
-                   "lua (the same ×256), torchvision (RGB 0..1 normalised by mean and std), rgb01; default: the "
-                   "known weights' record, else what the file's key names imply (warned about)")
+    _add_weights_input(p)
     if kernels is not None:
         default = None if kernels == BY_DEVICE else kernels
         shown = _by_device("kernels") + " (few, large matrix products suit a GPU)" if default is None else kernels
@@ -152,10 +156,11 @@ def build_parser():
 
     weights = subcommands.add_parser("weights", help="fetch, list, inspect, convert and normalise VGG weights")
     wcmd = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
-    convert = wcmd.add_parser("convert", help="convert a .caffemodel or Keras .h5 to refstyle's .npz")
-    convert.add_argument("input", metavar="IN", help="a .caffemodel (Caffe V1 or V2), a Keras .h5, a refstyle .npz or vgg16-hed")
+    convert = wcmd.add_parser("convert", help="convert a .caffemodel, Keras .h5 or PyTorch .pth to refstyle's .npz")
+    convert.add_argument("input", metavar="IN", help="a .caffemodel (Caffe V1 or V2), a Keras .h5, a PyTorch .pth, a refstyle .npz or a known name")
     convert.add_argument("output", metavar="OUT", help="the .npz to write")
     convert.add_argument("--arch", choices=ARCHS, help="check against this architecture (default: inferred)")
+    _add_weights_input(convert)
     convert.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     convert.set_defaults(run=commands.weights_convert)
     norm = wcmd.add_parser(
@@ -171,6 +176,7 @@ def build_parser():
     norm.add_argument("--pooling", choices=POOLINGS, default="max",
                       help="pooling while measuring (default max, as VGG was trained)")
     norm.add_argument("--arch", choices=ARCHS, help="check against this architecture (default: inferred)")
+    _add_weights_input(norm)
     norm.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     norm.set_defaults(run=commands.weights_normalize)
     fetch = wcmd.add_parser(
