@@ -210,9 +210,13 @@ def gradcheck(args):
 
 
 def compare(args):
-    result = compare_files(args.a, args.b, args.tol)
+    if args.plot is not None:
+        check_writable(args.plot, args.force)
+    result = compare_files(args.a, args.b, args.tol, plot=args.plot)
     print(f"A = {args.a}\nB = {args.b}")
     print(result.format())
+    if args.plot is not None:
+        print(f"wrote {args.plot}")
     return 1 if result.failed else 0
 
 

@@ -273,6 +273,9 @@ def build_parser():
     compare.add_argument("a", metavar="A.npz")
     compare.add_argument("b", metavar="B.npz")
     compare.add_argument("--tol", type=_finite_float, default=1e-4, help="largest relative error that passes (default 1e-4)")
+    compare.add_argument("--plot", metavar="OUT.png",
+                         help="also draw each array's relative error in network order, the tolerance and the failing arrays, to OUT.png")
+    compare.add_argument("--force", action="store_true", help="overwrite OUT.png if it exists")
     compare.set_defaults(run=commands.compare)
 
     gradcheck = subcommands.add_parser(

@@ -4,31 +4,42 @@ The gradient file is an ``.npz`` that any tool can write (numpy, or
 ``numpy.savez`` from a PyTorch/JAX script). Its keys:
 
 ==========================  =======================================================
-``x``                       the image, ``1×3×H×W``, network layout: BGR, mean subtracted
+``x``                       the image, ``1×3×H×W``, in the image space ``image`` names
+                            (without it Caffe's: BGR, 0..255, mean subtracted)
 ``loss``                    L_total = alpha L_content + beta L_style (scalar)
-``loss_content``            L_content, before alpha (scalar)
-``loss_style``              L_style = Σ w_l E_l, before beta (scalar)
-``grad``                    ∂L_total/∂x, like ``x``
+``loss_content``            L_content, before alpha (scalar; NaN: not given separately)
+``loss_style``              L_style = Σ w_l E_l, before beta (scalar; NaN: not given separately)
+``grad``                    ∂L_total/∂x, like ``x`` (in the same image space)
 ``F:<layer>``               the layer's response (after ReLU), ``1×N_l×H_l×W_l``
 ``dF:<layer>``              ∂L_total/∂F of that layer's loss terms (α, β, w_l included;
                             before the ReLU mask), like ``F:<layer>``
 ``loss_content:<layer>``    that layer's content term, before alpha (optional)
 ``loss_style:<layer>``      that layer's E_l, before w_l and beta (optional)
+``image``                   a JSON string of the image space of ``x`` and ``grad``, e.g.
+                            ``{"channels": "RGB", "range": [0, 1], "mean": [...], "std": [...]}``
+                            (optional; default Caffe's, :data:`~refstyle.nn.inputs.CAFFE_INPUT`)
 ``settings``                a JSON string of the settings that produced it (optional)
 ==========================  =======================================================
+
+When two files are in different image spaces, B's ``x`` and ``grad`` are converted into
+A's before the comparison (:func:`to_image_space`). After the table the comparison says
+why the files differ where the pattern of the difference tells (:func:`diagnose`).
 """
 
 import json
+import os
 from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import to_numpy
-from ..errors import RefstyleError
-from ..io import write_npz
-from ..nn.arch import VGG19_LAYERS
+from ..errors import LayerError, RefstyleError
+from ..io import atomic_path, write_npz
+from ..nn.arch import VGG19_LAYERS, block_of
+from ..nn.inputs import CAFFE_INPUT, InputStage, describe_input, is_input_convention, pixel_text
 
 REQUIRED_KEYS = ("x", "loss", "loss_content", "loss_style", "grad")
+SEPARABLE_KEYS = ("loss_content", "loss_style")  # NaN: the writer gave only the total loss
 
 
 def gradient_arrays(x, evaluation, settings=None):
@@ -56,6 +67,25 @@ def write_gradient_file(path, arrays):
     write_npz(path, arrays)
 
 
+def image_space(arrays, source="the file"):
+    """The image space of a gradient file's ``x`` and ``grad``: its key ``image``, else Caffe's.
+
+    ``source`` names the file in the error raised for a malformed value.
+    """
+    if "image" not in arrays:
+        return dict(CAFFE_INPUT)
+    try:
+        space = json.loads(str(np.asarray(arrays["image"])))
+    except ValueError:
+        space = None
+    if not is_input_convention(space):
+        raise RefstyleError(
+            f"{source}: the key image must be a JSON image space like "
+            '{"channels": "RGB", "range": [0, 1], "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}'
+        )
+    return space
+
+
 def read_gradient_file(path):
     """Read a gradient file into a dict of arrays (no pickle); a clear error if it is not one."""
     try:
@@ -68,7 +98,25 @@ def read_gradient_file(path):
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
         raise RefstyleError(f"{path}: a gradient file needs the keys {', '.join(missing)} (see refstyle grad --help)")
+    image_space(arrays, path)  # a malformed image space is an error at once, naming the file
     return arrays
+
+
+def to_image_space(arrays, src, dst):
+    r"""A copy of a gradient file's arrays with ``x`` and ``grad`` moved from space ``src`` to ``dst``.
+
+    The image maps forward, ``InputStage(src, dst).forward(x)``. The gradient goes back
+    through the map the other way: with :math:`x_{src} = M x_{dst} + c`
+    (``InputStage(dst, src)``), a loss has :math:`\partial L/\partial x_{dst} = M^T\,
+    \partial L/\partial x_{src}`, which is ``InputStage(dst, src).backward(grad)``.
+    Responses and losses do not depend on the space the image is kept in.
+    """
+    out = dict(arrays)
+    for key, stage in (("x", InputStage(src, dst).forward), ("grad", InputStage(dst, src).backward)):
+        v = np.asarray(arrays[key], dtype=np.float64)
+        if v.ndim == 4 and v.shape[1] == 3:
+            out[key] = stage(v.copy())
+    return out
 
 
 def _order(key):
@@ -85,7 +133,7 @@ def _order(key):
 
 class Row(NamedTuple):
     key: str
-    status: str  # "ok", "DIFF", "SHAPE", "only in A", "only in B"
+    status: str  # "ok", "DIFF", "SHAPE", "only in A", "only in B", "not given"
     shape: tuple
     max_rel: float  # max |a - b| / max(|a|, |b|)
     scale: float  # the least-squares factor s with a ≈ s b: far from 1 means a constant factor
@@ -94,13 +142,19 @@ class Row(NamedTuple):
 class Comparison(NamedTuple):
     rows: list
     tol: float
+    reasons: tuple = ()  # why the files differ, most specific first (:func:`diagnose`)
+    converted: tuple = None  # (B's image space, A's) where B's x and grad were converted
 
     @property
     def failed(self):
         return [r for r in self.rows if r.status in ("DIFF", "SHAPE") or (r.status.startswith("only") and r.key in REQUIRED_KEYS)]
 
     def format(self, names=("A", "B")):
-        lines = [f"{'array':<22} {'shape':<20} {'max rel. error':>14} {'scale A/B':>12}  verdict"]
+        lines = []
+        if self.converted is not None:
+            src, dst = self.converted
+            lines.append(f"{names[1]}'s x and grad converted from {describe_input(src)} to {describe_input(dst)}")
+        lines.append(f"{'array':<22} {'shape':<20} {'max rel. error':>14} {'scale A/B':>12}  verdict")
         for r in self.rows:
             if isinstance(r.shape, str):
                 shape = r.shape
@@ -121,11 +175,27 @@ class Comparison(NamedTuple):
             )
         else:
             lines.append(f"PASS: all {len(self.rows)} arrays agree within {self.tol:g}")
+        lines += [f"why: {reason}" for reason in self.reasons]
         return "\n".join(lines)
 
 
+def relative_error(x, y):
+    """``max|x - y| / max(|x|, |y|)`` (0 for two zero arrays), the table's error measure."""
+    scale = max(np.max(np.abs(x)), np.max(np.abs(y))) if x.size else 0.0
+    return float(np.max(np.abs(x - y)) / scale) if scale > 0 else 0.0
+
+
 def compare_arrays(a, b, tol=1e-4):
-    """Compare two dicts of arrays key by key (see :func:`compare_files`)."""
+    """Compare two dicts of arrays key by key (see :func:`compare_files`).
+
+    Where their image spaces (key ``image``) differ, B's ``x`` and ``grad`` are first
+    converted into A's (:func:`to_image_space`).
+    """
+    space_a, space_b = image_space(a, "A"), image_space(b, "B")
+    converted = None
+    if not InputStage(space_b, space_a).identity:
+        b = to_image_space(b, space_b, space_a)
+        converted = (space_b, space_a)
     rows = []
     for key in sorted(set(a) | set(b), key=_order):
         if key in ("settings", "image"):  # text, not numbers
@@ -138,16 +208,260 @@ def compare_arrays(a, b, tol=1e-4):
         if x.shape != y.shape:
             rows.append(Row(key, "SHAPE", f"{x.shape} vs {y.shape}", np.nan, np.nan))
             continue
-        scale = max(np.max(np.abs(x)), np.max(np.abs(y))) if x.size else 0.0
-        err = float(np.max(np.abs(x - y)) / scale) if scale > 0 else 0.0
-        yy = float(np.sum(y * y))
-        s = float(np.sum(x * y) / yy) if yy > 0 else np.nan
+        if key in SEPARABLE_KEYS and x.ndim == 0 and (np.isnan(x) or np.isnan(y)):
+            rows.append(Row(key, "not given", x.shape, np.nan, np.nan))
+            continue
         finite = np.all(np.isfinite(x)) and np.all(np.isfinite(y))
-        status = "ok" if finite and err <= tol else "DIFF"
-        rows.append(Row(key, status, x.shape, err if finite else np.inf, s))
-    return Comparison(rows, tol)
+        err = relative_error(x, y) if finite else np.inf
+        yy = float(np.sum(y * y))
+        s = float(np.sum(x * y) / yy) if yy > 0 and finite else np.nan
+        rows.append(Row(key, "ok" if err <= tol else "DIFF", x.shape, err, s))
+    return Comparison(rows, tol, tuple(diagnose(rows, a, b, tol)), converted)
 
 
-def compare_files(path_a, path_b, tol=1e-4):
-    """Compare two gradient files array by array: relative error and best scale factor per key."""
-    return compare_arrays(read_gradient_file(path_a), read_gradient_file(path_b), tol)
+def compare_files(path_a, path_b, tol=1e-4, plot=None):
+    """Compare two gradient files array by array: relative error and best scale factor per key.
+
+    ``plot``: a PNG path to draw the errors to (:func:`plot_comparison`), written atomically.
+    """
+    result = compare_arrays(read_gradient_file(path_a), read_gradient_file(path_b), tol)
+    if plot is not None:
+        plot_comparison(result, plot, names=(os.fspath(path_a), os.fspath(path_b)))
+    return result
+
+
+# ---------------------------------------------------------------------------
+# Why two files differ: each pattern of a difference and what causes it
+# ---------------------------------------------------------------------------
+
+
+def _rows(rows, status):
+    return [r for r in rows if r.status == status]
+
+
+def _f64(arrays, key):
+    return np.asarray(arrays[key], dtype=np.float64)
+
+
+def _first_response(rows):
+    """The first ``F:`` row in network order (rows come sorted), or None."""
+    return next((r for r in rows if r.key.startswith("F:")), None)
+
+
+def pooling_rounding(rows, a, b):
+    """Shapes off by at most one row and one column on pooled layers: ceil against floor pooling.
+
+    Caffe rounds a pooling's output size up, PyTorch by default down, so an odd size loses
+    its last row or column after each pooling in one of the two.
+    """
+    for r in _rows(rows, "SHAPE"):
+        _, _, layer = r.key.partition(":")
+        try:
+            pooled = block_of(layer) > 1
+        except LayerError:
+            continue
+        sa, sb = np.shape(a[r.key]), np.shape(b[r.key])
+        if (pooled and len(sa) == len(sb) >= 2 and sa[:-2] == sb[:-2]
+                and all(abs(p - q) <= 1 for p, q in zip(sa[-2:], sb[-2:]))):
+            return (f"shapes differ by one row/column from {layer} on: "
+                    "ceil against floor pooling (refstyle --rounding floor|ceil)")
+    return None
+
+
+def channel_swap(rows, a, b, tol):
+    """``x`` or ``grad`` that differ but agree once B's channel axis is reversed: RGB against BGR.
+
+    Only the image and its gradient have colour channels; a response's channels are
+    features, and reversing them means nothing.
+    """
+    swapped = []
+    for key in ("x", "grad"):
+        row = next((r for r in rows if r.key == key), None)
+        if row is None or row.status != "DIFF":
+            continue
+        x, y = _f64(a, key), _f64(b, key)
+        if x.ndim == 4 and x.shape[1] == 3 and np.all(np.isfinite(y)) and relative_error(x, y[:, ::-1]) <= tol:
+            swapped.append(key)
+    if not swapped:
+        return None
+    verb = "agrees" if len(swapped) == 1 else "agree"
+    return f"{' and '.join(swapped)} {verb} with B's channels reversed: one file is RGB, the other BGR"
+
+
+def fit_channel_affine(x, y):
+    r"""The least-squares :math:`x_k \approx a_k\, y_k + c_k` per channel (axis 1): ``(a, c, residual)``.
+
+    ``residual``: :func:`relative_error` of the fit, the table's measure.
+    """
+    scales, offsets, fit = [], [], np.empty_like(x)
+    for k in range(x.shape[1]):
+        yk, xk = y[:, k].ravel(), x[:, k].ravel()
+        design = np.stack([yk, np.ones_like(yk)], axis=1)
+        (s, c), *_ = np.linalg.lstsq(design, xk, rcond=None)
+        scales.append(float(s))
+        offsets.append(float(c))
+        fit[:, k] = s * y[:, k] + c
+    return scales, offsets, relative_error(x, fit)
+
+
+def channel_affine(rows, a, b, tol):
+    """``x`` that differs by a per-channel affine map (B's channels as they are, or reversed): two image spaces."""
+    row = next((r for r in rows if r.key == "x"), None)
+    if row is None or row.status != "DIFF":
+        return None
+    x, y = _f64(a, "x"), _f64(b, "x")
+    if not (x.ndim == 4 and x.shape[1] == 3 and np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        return None
+    for reverse in (False, True):
+        scales, offsets, residual = fit_channel_affine(x, y[:, ::-1] if reverse else y)
+        pure_swap = reverse and np.allclose(scales, 1, atol=tol) and np.allclose(offsets, 0, atol=tol * np.max(np.abs(x)))
+        if residual <= tol and not pure_swap:  # a pure swap is channel_swap's
+            of = " of B's channels reversed" if reverse else ""
+            return (f"x differs by a per-channel affine map{of} (scale {pixel_text(scales)}, offset {pixel_text(offsets)}): "
+                    "the files are in different image spaces; record the space in the key `image`")
+    return None
+
+
+def constant_factor(rows, a, b, tol):
+    r"""Arrays that differ but agree within ``tol`` after their least-squares factor ``s``: a loss scaling.
+
+    Gradients (``grad``, ``dF:``) and losses only: a response off by a factor is not a
+    scaling of the loss. A scalar always fits some factor, so a loss is named only with an
+    array of the same factor, or when only scalars differ. Arrays of one factor are named
+    together, once.
+    """
+    groups = []  # [factor, keys, has an array]
+    for r in _rows(rows, "DIFF"):
+        if r.key == "x" or r.key.startswith("F:") or np.isnan(r.scale) or r.scale == 0:
+            continue
+        x, y = _f64(a, r.key), _f64(b, r.key)
+        if relative_error(x, r.scale * y) > tol:
+            continue
+        group = next((g for g in groups if abs(r.scale - g[0]) <= max(10 * tol, 1e-9) * abs(g[0])), None)
+        if group is None:
+            group = [r.scale, [], False]
+            groups.append(group)
+        group[1].append(r.key)
+        group[2] |= x.ndim > 0
+    only_scalars = all(np.ndim(a[r.key]) == 0 for r in _rows(rows, "DIFF"))
+    return [
+        f"off by a constant factor {s:.6g} on {', '.join(keys)}: a loss scaling "
+        "(alpha, beta, a layer weight, a normalisation such as 1/(4 N_l² M_l²))"
+        for s, keys, arrays in groups if arrays or only_scalars
+    ]
+
+
+def border_ring(rows, a, b, tol):
+    """Spatial arrays that agree once a ring of width 1 (or 2) is dropped: a difference at the border.
+
+    Zero padding pads in the space the network's input is in; an input convention folded
+    into ``conv1_1`` pads with zeros of the other space, which changes only the border.
+    """
+    found = []
+    for r in _rows(rows, "DIFF"):
+        x, y = _f64(a, r.key), _f64(b, r.key)
+        if x.ndim != 4 or min(x.shape[2:]) < 5 or not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+            continue
+        for w in (1, 2):
+            if relative_error(x[..., w:-w, w:-w], y[..., w:-w, w:-w]) <= tol:
+                found.append(f"{r.key} (width {w})")
+                break
+    if not found:
+        return None
+    return (f"differs only on the border ring of {', '.join(found)}: zero padding in a different image space, "
+            "or the input convention folded into conv1_1 (refstyle grad --weights-input / the convention's image)")
+
+
+def first_layer_responses(rows):
+    """The first tapped layer's responses differ while ``x`` agrees: the weights' input convention."""
+    first = _first_response(rows)
+    x = next((r for r in rows if r.key == "x"), None)
+    if first is None or x is None or first.status != "DIFF" or x.status != "ok":
+        return None
+    layer = first.key.partition(":")[2]
+    return f"responses differ already at {layer}: the input convention (channel order, range, mean/std) of the weights"
+
+
+def loss_definition(rows):
+    """Layers whose responses agree but whose ``dF`` does not: the loss at that layer is defined differently."""
+    status = {r.key: r.status for r in rows}
+    layers = [r.key[3:] for r in rows if r.key.startswith("dF:") and r.status == "DIFF" and status.get("F:" + r.key[3:]) == "ok"]
+    if not layers:
+        return None
+    if len(layers) == 1:
+        (layer,) = layers
+        return (f"F:{layer} agrees but dF:{layer} does not: "
+                f"the loss definition at {layer} (its normalisation, layer weight, or Gram form)")
+    return (f"F agrees but dF does not at {', '.join(layers)}: "
+            "the loss definition at those layers (its normalisation, layer weight, or Gram form)")
+
+
+def diagnose(rows, a, b, tol):
+    """Why two gradient files differ, from the pattern of the difference: reasons, most specific first.
+
+    ``rows``: :func:`compare_arrays`'s, in network order; ``a``, ``b``: the compared arrays
+    (B's already in A's image space).
+    """
+    found = [
+        pooling_rounding(rows, a, b),
+        channel_swap(rows, a, b, tol),
+        channel_affine(rows, a, b, tol),
+        *constant_factor(rows, a, b, tol),
+        border_ring(rows, a, b, tol),
+        loss_definition(rows),
+        first_layer_responses(rows),
+    ]
+    return [reason for reason in found if reason is not None]
+
+
+# ---------------------------------------------------------------------------
+# The plot
+# ---------------------------------------------------------------------------
+
+ZERO_FLOOR = 1e-17  # where an error of exactly 0 is drawn on the log scale
+NO_ERROR = 2.0  # where an array with no error to show (SHAPE, missing, not finite) is drawn: max|a-b|/max(|a|,|b|) ≤ 2
+
+
+def plot_comparison(comparison, path, names=("A", "B")):
+    """Draw each array's relative error in network order to a PNG, atomically; returns ``(labels, values)``.
+
+    ``values`` are the plotted heights: the row's error, ``ZERO_FLOOR`` for an exact 0 and
+    ``NO_ERROR`` for a failing array without one (a shape that differs, a missing array,
+    a non-finite value). Arrays marked "not given" are left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    failed = {r.key for r in comparison.failed}
+    shown = [r for r in comparison.rows if r.status != "not given" and (np.isfinite(r.max_rel) or r.key in failed)]
+    labels = [r.key for r in shown]
+    values = [NO_ERROR if not np.isfinite(r.max_rel) else max(r.max_rel, ZERO_FLOOR) for r in shown]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(labels) + 1.5), 4.5))
+    pos = np.arange(len(labels))
+    ax.plot(pos, values, color="0.75", linewidth=0.8, zorder=1)
+    groups = [
+        ("agrees", "tab:blue", "o", lambda r: r.key not in failed and r.max_rel > 0),
+        ("exactly equal (drawn at 1e-17)", "tab:green", "v", lambda r: r.key not in failed and r.max_rel == 0),
+        ("differs", "tab:red", "s", lambda r: r.key in failed and np.isfinite(r.max_rel)),
+        ("no error to show (shape, missing, not finite)", "tab:red", "X", lambda r: r.key in failed and not np.isfinite(r.max_rel)),
+    ]
+    for label, color, marker, test in groups:
+        idx = [i for i, r in enumerate(shown) if test(r)]
+        if idx:
+            ax.scatter(pos[idx], [values[i] for i in idx], color=color, marker=marker, label=label, zorder=2)
+    ax.axhline(comparison.tol, color="tab:orange", linestyle="--", linewidth=1, label=f"tol {comparison.tol:g}")
+    ax.set_yscale("log")
+    ax.set_ylim(ZERO_FLOOR / 3, NO_ERROR * 3)
+    ax.set_xticks(pos)
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("max |a − b| / max(|a|, |b|)")
+    ax.set_title(f"{os.path.basename(names[0])} vs {os.path.basename(names[1])}", fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(True, axis="y", which="major", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return labels, values
