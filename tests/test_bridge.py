@@ -124,6 +124,12 @@ def test_a_tutorial_script_with_the_bridge_agrees_with_refstyle_grad(tmp_path, c
     assert not result.failed, result.format()
     keys = [r.key for r in result.rows]
     assert "dF:conv1_1:pre" in keys and "grad" in keys and "loss_style" in keys
+    # README's compare line, its plot included
+    plot = tmp_path / "tutorial-vs-refstyle.png"
+    assert main(["compare", str(ours), str(tmp_path / "theirs.npz"), "--tol", "1e-6", "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("PASS: all") and out[-1] == f"wrote {plot}"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the layer's own dF is not autograd's total: what flows back from deeper layers is taken away
     e = read_gradient_file(ours)
     (total,) = torch.autograd.grad(tutorial_evaluation(torch, model, photo, art, x, F)[0], F["conv_1"])
