@@ -73,3 +73,20 @@ def file_sha256(path, chunk=1 << 22):
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_png(fig, path, dpi=100):
+    """Save a matplotlib figure as a PNG, atomically (see :func:`atomic_path`), and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    pyplot().close(fig)

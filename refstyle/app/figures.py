@@ -35,7 +35,7 @@ import numpy as np
 
 from ..version import __version__
 from ..errors import RefstyleError
-from ..io import atomic_path, file_sha256, write_npz
+from ..io import file_sha256, pyplot, write_npz, write_png
 from ..nn.vgg import VGG
 from ..paper.conventions import PAPER_CONTENT_LAYERS, PAPER_ITERS, PAPER_POOLING, PAPER_SIZE, PAPER_STYLE_LAYERS
 from ..paper.images import load_image, resize_longer, to_uint8
@@ -435,12 +435,7 @@ def draw_grid(grid, result, path, caption=""):
     """Draw the grid with matplotlib (row and column labels as in the paper, a caption) to a PNG, atomically."""
     import textwrap
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-
+    plt = pyplot()
     rows, cols = len(grid.row_labels), len(grid.col_labels)
     shapes = [im.shape for im in result.images.values() if im is not None]
     aspect = np.median([s[0] / s[1] for s in shapes]) if shapes else 1.0
@@ -469,6 +464,4 @@ def draw_grid(grid, result, path, caption=""):
     fig.suptitle(grid.title, fontsize=9, y=1 - 0.12 / fig_h, va="top")
     if caption:
         fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=6, color="0.3")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_png(fig, path)

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..errors import LayerError, RefstyleError
-from ..io import atomic_path, write_npz
+from ..io import pyplot, write_npz, write_png
 from ..nn.arch import VGG19_LAYERS, block_of
 from ..nn.inputs import CAFFE_INPUT, InputStage, describe_input, is_input_convention, pixel_text
 
@@ -243,6 +243,11 @@ def _f64(arrays, key):
     return np.asarray(arrays[key], dtype=np.float64)
 
 
+def _row(rows, key):
+    """The row of ``key``, or None."""
+    return next((r for r in rows if r.key == key), None)
+
+
 def _first_response(rows):
     """The first ``F:`` row in network order (rows come sorted), or None."""
     return next((r for r in rows if r.key.startswith("F:")), None)
@@ -276,7 +281,7 @@ def channel_swap(rows, a, b, tol):
     """
     swapped = []
     for key in ("x", "grad"):
-        row = next((r for r in rows if r.key == key), None)
+        row = _row(rows, key)
         if row is None or row.status != "DIFF":
             continue
         x, y = _f64(a, key), _f64(b, key)
@@ -306,7 +311,7 @@ def fit_channel_affine(x, y):
 
 def channel_affine(rows, a, b, tol):
     """``x`` that differs by a per-channel affine map (B's channels as they are, or reversed): two image spaces."""
-    row = next((r for r in rows if r.key == "x"), None)
+    row = _row(rows, "x")
     if row is None or row.status != "DIFF":
         return None
     x, y = _f64(a, "x"), _f64(b, "x")
@@ -375,7 +380,7 @@ def border_ring(rows, a, b, tol):
 def first_layer_responses(rows):
     """The first tapped layer's responses differ while ``x`` agrees: the weights' input convention."""
     first = _first_response(rows)
-    x = next((r for r in rows if r.key == "x"), None)
+    x = _row(rows, "x")
     if first is None or x is None or first.status != "DIFF" or x.status != "ok":
         return None
     layer = first.key.partition(":")[2]
@@ -429,11 +434,7 @@ def plot_comparison(comparison, path, names=("A", "B")):
     ``NO_ERROR`` for a failing array without one (a shape that differs, a missing array,
     a non-finite value). Arrays marked "not given" are left out.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     failed = {r.key for r in comparison.failed}
     shown = [r for r in comparison.rows if r.status != "not given" and (np.isfinite(r.max_rel) or r.key in failed)]
     labels = [r.key for r in shown]
@@ -461,7 +462,5 @@ def plot_comparison(comparison, path, names=("A", "B")):
     ax.legend(fontsize=7, loc="best")
     ax.grid(True, axis="y", which="major", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_png(fig, path)
     return labels, values
