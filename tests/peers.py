@@ -34,11 +34,24 @@ Conventions shared by all four peers:
   implementation's own layer names, before any in-place change), each loss term
   (``"content"``, ``"style"``, ``"tv"``) and the layer sequence that was built (``"net"``).
 
-Sources were read from stored copies of those repositories, which hold several versions
-(and forks) of each file; the current master's commit could not be pinned, so places are
-cited by file and function or command-line option, not by line. Where versions differ it
-is said (neural-style-pt's ``-normalize_gradients`` exists in later versions only; some
-forks of it scale the input by 255).
+Three TensorFlow-world implementations, each read at a named commit (files and lines there):
+
+- :func:`tf_tutorial`: tensorflow/docs ``site/en/tutorials/generative/style_transfer.ipynb``
+  at 60c51e7 (2026-01-14); the Keras VGG19 it builds, ``keras/src/applications/vgg19.py``.
+- :func:`keras_example`: keras-team/keras-io ``examples/generative/neural_style_transfer.py``
+  at 0896b2e.
+- :func:`anishathalye`: anishathalye/neural-style ``vgg.py``, ``stylize.py``,
+  ``neural_style.py`` at d0a1148 (2026-04-18; the loss code last changed in ab9d69e).
+
+These three take ``layers``, refstyle's own form ``{"conv1_1": (W, b), ...}`` with ``W``
+``(out, in, 3, 3)``, in the input-channel order of that implementation's weights file (said
+in each docstring), instead of a ``state_dict``; they are VGG19 only, as their code is.
+
+The four PyTorch/Lua peers' sources were read from stored copies of those repositories,
+which hold several versions (and forks) of each file; places are cited by file and function
+or command-line option, not by line. Where versions differ it is said: neural-style-pt's
+master (7251405) multiplies the input by 255 and has ``-normalize_gradients``, both since
+commit cbcd023 (2020-12-06); before it the input was multiplied by 256.
 """
 
 import functools
@@ -281,11 +294,17 @@ def _functions(torch):
 # --- ProGamerGov/neural-style-pt ---------------------------------------------------------------
 
 
-def neural_style_pt_image_space(rgb_uint8, scale=256.0):
-    """neural_style.py ``preprocess`` after its resize: ToTensor (u/255), ``* 256``, RGB->BGR, minus the mean pixel.
+NEURAL_STYLE_PT_SCALE = 255.0  # neural_style.py `preprocess`: `Loader(image) * 255` since cbcd023 (2020-12-06)
+NEURAL_STYLE_PT_SCALE_BEFORE_CBCD023 = 256.0  # `Loader(image) * 256`, 276cd6d (first commit) .. 97081c3
 
-    Upstream multiplies by 256 (``Loader(image) * 256``, and ``deprocess`` divides by 256),
-    as the Lua original does; some forks changed it to 255 (``scale``).
+
+def neural_style_pt_image_space(rgb_uint8, scale=NEURAL_STYLE_PT_SCALE):
+    """neural_style.py ``preprocess`` after its resize: ToTensor (u/255), ``* scale``, RGB->BGR, minus the mean pixel.
+
+    Today's master (7251405) multiplies by 255 (``Loader(image) * 255``; ``deprocess``
+    divides by 255): commit cbcd023 ("Add -normalize_gradients parameter", 2020-12-06)
+    changed both from 256. Before it (first commit 276cd6d to 97081c3) the code multiplied
+    by 256 as the Lua original does: ``scale=NEURAL_STYLE_PT_SCALE_BEFORE_CBCD023``.
     """
     v = np.asarray(rgb_uint8, dtype=np.float64).transpose(2, 0, 1) / 255.0
     v = (v * scale)[::-1]
@@ -312,8 +331,9 @@ def neural_style_pt(
 ):
     r"""One ``feval`` of ProGamerGov/neural-style-pt: its total loss and ``∂loss/∂x``.
 
-    Image space: BGR, ``256/255·u − (103.939, 116.779, 123.68)`` for u in 0..255
-    (:func:`neural_style_pt_image_space`). ``state_dict``: the model file's keys
+    Image space: BGR, ``u − (103.939, 116.779, 123.68)`` for u in 0..255 on today's master,
+    ``256/255·u − (...)`` in the code before commit cbcd023 (December 2020)
+    (:func:`neural_style_pt_image_space` and its ``scale``; this function is the same for both). ``state_dict``: the model file's keys
     (``features.N.weight``; ``vgg19-d01eb7cb.pth``/``vgg16-00b39a1b.pth`` are
     jcjohnson's conversions of the Caffe VGG weights, ``models/download_models.py``).
     Options are the command line's (``-content_layers`` ... ``-style_blend_weights``),
@@ -321,8 +341,9 @@ def neural_style_pt(
 
     Differences from the paper (Gatys, Ecker & Bethge), where they are in the code:
 
-    1. **Input scale** ×256, not ×255 (``neural_style.py: preprocess``): the network sees
-       ``256/255·u − mean``, where Caffe's VGG was trained on ``u − mean``.
+    1. **Input scale** (``neural_style.py: preprocess``): ×255 since cbcd023, Caffe's input;
+       ×256 before, where the network sees ``256/255·u − mean`` although Caffe's VGG was
+       trained on ``u − mean``.
     2. **Pooling**: ``-pooling max`` by default (the paper: average). Both are PyTorch's
        ``nn.MaxPool2d(2, 2)``/``nn.AvgPool2d(2, 2)`` in **floor** mode
        (``CaffeLoader.py: buildSequential``), where Caffe rounds up: at an odd side the last

@@ -281,9 +281,11 @@ def test_style_image_of_another_size(torch, layers19):
 
 def test_image_spaces():
     rgb = np.array([[[255, 128, 0]]], dtype=np.uint8)  # one pixel: R, G, B
-    caffe = peers.neural_style_pt.image_space_of(rgb)[0, :, 0, 0]  # BGR, ×256/255, minus the mean pixel
-    assert np.allclose(caffe, [0 * 256 / 255 - 103.939, 128 * 256 / 255 - 116.779, 256 - 123.68], atol=1e-12)
-    assert np.array_equal(peers.neural_style_lua.image_space_of(rgb), peers.neural_style_pt.image_space_of(rgb))
+    caffe = peers.neural_style_pt.image_space_of(rgb)[0, :, 0, 0]  # master: BGR, u, minus the mean pixel
+    assert np.allclose(caffe, [0 - 103.939, 128 - 116.779, 255 - 123.68], atol=1e-12)
+    before = peers.neural_style_pt_image_space(rgb, scale=256)[0, :, 0, 0]  # before cbcd023: ×256/255
+    assert np.allclose(before, [0 * 256 / 255 - 103.939, 128 * 256 / 255 - 116.779, 256 - 123.68], atol=1e-12)
+    assert np.array_equal(peers.neural_style_lua.image_space_of(rgb), peers.neural_style_pt_image_space(rgb, scale=256))
     assert np.allclose(peers.pytorch_tutorial.image_space_of(rgb)[0, :, 0, 0], [1.0, 128 / 255, 0.0])
     gatys = peers.gatys_pytorch.image_space_of(rgb)[0, :, 0, 0]  # BGR, u - mean: Caffe's input
     assert np.allclose(gatys, [0 - 103.939, 128 - 116.779, 255 - 123.68], atol=1e-5)

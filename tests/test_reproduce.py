@@ -7,6 +7,7 @@ own image space; their losses and gradients must agree to 1e-6 relative in float
 even size and at an odd one (where the pooling's rounding and the padding matter).
 """
 
+import functools
 import json
 
 import numpy as np
@@ -64,7 +65,7 @@ def test_neural_style_pt(tmp_path, capsys, shape):
     layers = float32_layers(rng)
     state = peers.neural_style_pt_state_dict(layers)
     peers.save_state_dict(torch, state, tmp_path / "vgg19-d01eb7cb.pth")
-    space = peers.neural_style_pt_image_space
+    space = functools.partial(peers.neural_style_pt_image_space, scale=256)  # the ×256 code before cbcd023
     x = space(start) + rng.standard_normal((1, 3) + shape)
     loss, grad = peers.neural_style_pt(torch, state, space(photo), [space(art)], x)
     ours, err = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", "neural-style-pt", photo, art, x,
@@ -80,7 +81,7 @@ def test_neural_style_pt_files_are_read_right_by_their_name_and_warned_about(tmp
     photo, art, start, rng = images((32, 32), 2)
     state = peers.neural_style_pt_state_dict(float32_layers(rng))
     peers.save_state_dict(torch, state, tmp_path / "vgg19-d01eb7cb.pth")
-    space = peers.neural_style_pt_image_space
+    space = functools.partial(peers.neural_style_pt_image_space, scale=256)  # the ×256 code before cbcd023
     x = space(start)
     loss, grad = peers.neural_style_pt(torch, state, space(photo), [space(art)], x)
     ours, err = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", "neural-style-pt", photo, art, x)
@@ -132,7 +133,7 @@ def test_neural_style_pt_weights_fetched_by_name_from_a_local_mirror(tmp_path, c
     finally:
         httpd.shutdown()
         httpd.server_close()
-    space = peers.neural_style_pt_image_space
+    space = functools.partial(peers.neural_style_pt_image_space, scale=256)  # the ×256 code before cbcd023
     x = space(start)
     loss, grad = peers.neural_style_pt(torch, state, space(photo), [space(art)], x)
     ours, err = run_grad(tmp_path, capsys, "vgg19-neural-style-pt", "neural-style-pt", photo, art, x)
