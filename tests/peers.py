@@ -923,3 +923,416 @@ def gatys_pytorch(
 
 
 gatys_pytorch.image_space_of = gatys_pytorch_image_space
+
+
+# --- the TensorFlow-world implementations: a VGG19 whose taps are post-ReLU -------------------
+
+
+KERAS_STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+
+
+def keras_layer_names():
+    """``{caffe relu name: Keras layer name}``: relu1_1 -> block1_conv1.
+
+    Keras's VGG19 ``Conv2D(..., activation="relu", padding="same", name="block1_conv1")``
+    holds its ReLU, so a Keras conv layer's output is Caffe's ``reluX_Y``.
+    """
+    relus = [name for kind, name in vgg_sequence("vgg19") if kind == "relu"]
+    return {name: "block{}_conv{}".format(*name[4:].split("_")) for name in relus}
+
+
+def _vgg19_params(torch, layers):
+    """refstyle-form VGG19 ``layers`` -> ``{conv name: (W, b)}`` float64 tensors; VGG19 only."""
+    if set(layers) != set(conv_names("vgg19")):
+        raise ValueError(f"layers {sorted(layers)} are not VGG19's 16 convs conv1_1 ... conv5_4")
+    return {n: (_t(torch, W), _t(torch, np.reshape(b, -1))) for n, (W, b) in layers.items()}
+
+
+def _relu_responses(F, h, params, wanted, pool):
+    """Post-ReLU responses of VGG19 at the Caffe names ``wanted``, computed up to the deepest of them.
+
+    Convs are 3×3, stride 1, zero padding 1 (TensorFlow's ``padding="SAME"`` for a 3×3 kernel);
+    ``pool`` is the 2×2, stride 2 pooling the implementation uses. Returns (responses, net).
+    """
+    seq = vgg_sequence("vgg19")
+    relus = {name for kind, name in seq if kind == "relu"}
+    unknown = [n for n in wanted if n not in relus]
+    if unknown:
+        raise ValueError(f"layers {unknown} are not VGG19 conv (ReLU) outputs")
+    last = max(i for i, (_, name) in enumerate(seq) if name in wanted)
+    out, net = {}, []
+    for kind, name in seq[: last + 1]:
+        if kind == "conv":
+            h = F.conv2d(h, *params[name], padding=1)
+        elif kind == "relu":
+            h = F.relu(h)
+            if name in wanted:
+                out[name] = h
+        else:
+            h = pool(h)
+        net.append(name)
+    return out, net
+
+
+def _max_pool_floor(F):
+    """Keras ``MaxPooling2D((2, 2), strides=(2, 2))``, padding ``"valid"``: floor, an odd side drops its last row."""
+    return lambda h: F.max_pool2d(h, 2, 2)
+
+
+def _pool_same(F, pooling):
+    r"""``tf.nn.max_pool``/``tf.nn.avg_pool`` with ``ksize=strides=2``, ``padding="SAME"``.
+
+    Output side ``ceil(n/2)``; at an odd side TensorFlow pads one cell after the last row
+    (column), none before. Max pooling ignores it; average pooling divides each window's sum
+    by the number of *input* cells in it (the padding is not counted), so a last, partial
+    window of two cells is their mean and the corner cell is itself.
+    """
+    if pooling == "max":
+        return lambda h: F.max_pool2d(h, 2, 2, ceil_mode=True)
+    if pooling == "avg":
+
+        def avg(h):
+            pad = (0, h.shape[3] % 2, 0, h.shape[2] % 2)
+            window_sum = F.avg_pool2d(F.pad(h, pad), 2, 2) * 4
+            count = F.avg_pool2d(F.pad(h.new_ones((1, 1) + tuple(h.shape[2:])), pad), 2, 2) * 4
+            return window_sum / count
+
+        return avg
+    raise ValueError(f"pooling must be 'max' or 'avg', not {pooling!r}")
+
+
+# --- tensorflow/docs: the "Neural style transfer" tutorial ----------------------------------------
+
+
+def tf_tutorial_image_space(rgb_uint8):
+    """``load_img`` after its resize: ``tf.image.convert_image_dtype(img, tf.float32)``, RGB, u/255.
+
+    (The tutorial resizes the float image; this starts from an image already at its size.)
+    The mean is subtracted inside the model (``StyleContentModel.call``), not here.
+    """
+    return pytorch_tutorial_image_space(rgb_uint8)
+
+
+def tf_tutorial(
+    torch,
+    layers,
+    content_x,
+    style_x,
+    x,
+    *,
+    content_layers=("block5_conv2",),
+    style_layers=KERAS_STYLE_LAYERS,
+    style_weight=1e-2,
+    content_weight=1e4,
+    total_variation_weight=30.0,
+    diagnostics=None,
+):
+    r"""The loss of the TensorFlow tutorial's ``train_step`` (the one with TV) and its ``tape.gradient``.
+
+    ``x``, ``content_x``, ``style_x``: ``(1, 3, H, W)`` RGB in 0..1
+    (:func:`tf_tutorial_image_space`); the content and style images may differ in size from
+    each other (each is run alone, ``extractor(style_image)``), ``x`` has the content
+    image's. ``layers``: Keras's VGG19 weights as ``{"conv1_1": (W, b), ...}``, ``W``
+    ``(out, in, 3, 3)`` = the Keras kernel ``(3, 3, in, out)`` transposed ``(3, 2, 0, 1)``,
+    **input channels in BGR order** as Keras's ``vgg19_weights_tf_dim_ordering_tf_kernels``
+    h5 stores them (converted from Caffe; its ``preprocess_input`` feeds BGR). Layer names
+    are Keras's (``block5_conv2`` = Caffe's relu5_2, :func:`keras_layer_names`). Options are
+    the notebook's variables with their values; ``total_variation_weight=0`` is the first
+    ``train_step`` (without TV).
+
+    Differences from the paper, where they are in the notebook (60c51e7):
+
+    1. **Input** RGB 0..1; ``StyleContentModel.call`` multiplies by 255 and applies
+       ``tf.keras.applications.vgg19.preprocess_input`` (Caffe mode: RGB->BGR, minus
+       (103.939, 116.779, 123.68), no scaling) before the VGG, so conv1_1 zero-pads Caffe's
+       input, and the content and style terms' gradient is 255 × the Caffe-space one with
+       its channels flipped back to RGB.
+    2. **Taps after ReLU** (Keras's conv layers include it); **max pooling, floor**
+       (``MaxPooling2D`` default ``padding="valid"``: an odd side drops its last row).
+    3. **Layers** content ``block5_conv2`` (= relu5_2; the paper: conv4_2), style
+       ``block1_conv1`` ... ``block5_conv1`` (the paper's).
+    4. **Gram** ``gram_matrix``: ``einsum('bijc,bijd->bcd')/num_locations`` with
+       ``num_locations = H·W`` = :math:`G/M_l`; the style term of a layer
+       ``reduce_mean((G−A)²)``, the mean over :math:`N_l^2`:
+       :math:`\frac1{N_l^2M_l^2}\sum(G-A)^2` (4 × the paper's :math:`E_l`, the style target
+       with the style image's own :math:`M_l`); their sum ``tf.add_n`` times
+       ``style_weight / num_style_layers`` = 1e-2/5.
+    5. **Content** ``reduce_mean((F−P)²)`` (mean over :math:`N_l M_l`), summed over the
+       content layers, times ``content_weight / num_content_layers`` = 1e4/1.
+    6. **TV in the loss**: ``total_variation_weight * tf.image.total_variation(image)``, 30 ×
+       the sum of |differences| of vertically and horizontally adjacent pixels over the whole
+       image, all channels, in the 0..1 RGB space.
+    7. No clamp in the evaluation (``clip_0_1`` is applied after the optimiser's step);
+       float32 in the notebook.
+    """
+    F = torch.nn.functional
+    params = _vgg19_params(torch, layers)
+    caffe = {v: k for k, v in keras_layer_names().items()}
+    content_layers, style_layers = _names(content_layers), _names(style_layers)
+    unknown = [n for n in content_layers + style_layers if n not in caffe]
+    if unknown:
+        raise ValueError(f"layers {unknown} are not Keras VGG19 conv layers (block1_conv1 ... block5_conv4)")
+    wanted = [caffe[n] for n in style_layers + content_layers]
+    mean = _t(torch, CAFFE_MEAN_BGR).view(1, 3, 1, 1)
+    pool = _max_pool_floor(F)
+
+    def extractor(image):
+        """StyleContentModel.call: ×255, preprocess_input (RGB->BGR, minus the mean), the VGG."""
+        preprocessed = image.mul(255.0).flip(1) - mean
+        out, net = _relu_responses(F, preprocessed, params, wanted, pool)
+        return {n: out[caffe[n]] for n in style_layers + content_layers}, net
+
+    def gram_matrix(h):
+        X = h.reshape(h.shape[1], -1)
+        return X @ X.T / (h.shape[2] * h.shape[3])
+
+    with torch.no_grad():
+        style_targets = {n: gram_matrix(h) for n, h in extractor(_image(torch, style_x, "style_x"))[0].items()
+                         if n in style_layers}
+        content_targets = {n: h.clone() for n, h in extractor(_image(torch, content_x, "content_x"))[0].items()
+                           if n in content_layers}
+
+    xt = _image(torch, x, "x").requires_grad_(True)
+    outputs, net = extractor(xt)
+    terms = {
+        "style": {n: style_weight / len(style_layers) * ((gram_matrix(outputs[n]) - style_targets[n]) ** 2).mean()
+                  for n in style_layers},
+        "content": {n: content_weight / len(content_layers) * ((outputs[n] - content_targets[n]) ** 2).mean()
+                    for n in content_layers},
+    }
+    dh = xt[:, :, 1:, :] - xt[:, :, :-1, :]
+    dw = xt[:, :, :, 1:] - xt[:, :, :, :-1]
+    terms["tv"] = total_variation_weight * (dh.abs().sum() + dw.abs().sum())
+    loss = sum(terms["style"].values()) + sum(terms["content"].values()) + terms["tv"]
+    loss.backward()
+    responses = {n: h.detach().clone() for n, h in outputs.items()}
+    return _done(diagnostics, xt, loss, _info(terms, responses, [(None, n) for n in net]))
+
+
+tf_tutorial.image_space_of = tf_tutorial_image_space
+
+
+# --- keras-team/keras-io: examples/generative/neural_style_transfer.py ----------------------------
+
+
+def keras_example_image_space(rgb_uint8):
+    """``preprocess_image`` after ``load_img(target_size=...)``: ``img_to_array`` (RGB 0..255), then
+    ``vgg19.preprocess_input``.
+
+    Caffe mode: RGB->BGR, minus (103.939, 116.779, 123.68), no scaling: Caffe's input.
+    """
+    return neural_style_pt_image_space(rgb_uint8, scale=255.0)
+
+
+def keras_example(
+    torch,
+    layers,
+    content_x,
+    style_x,
+    x,
+    *,
+    content_layer="block5_conv2",
+    style_layers=KERAS_STYLE_LAYERS,
+    content_weight=2.5e-8,
+    style_weight=1e-6,
+    total_variation_weight=1e-6,
+    diagnostics=None,
+):
+    r"""Keras's example's ``compute_loss_and_grads``: ``compute_loss`` and its ``tape.gradient``.
+
+    ``x`` (``combination_image``), ``content_x`` (``base_image``), ``style_x``
+    (``style_reference_image``): ``(1, 3, H, W)``, BGR 0..255 minus the mean pixel
+    (:func:`keras_example_image_space`), all three the same size (``img_nrows × img_ncols``).
+    ``layers``: Keras's VGG19 weights as ``{"conv1_1": (W, b), ...}``, ``W`` ``(out, in, 3,
+    3)`` = the Keras kernel transposed ``(3, 2, 0, 1)``, **input channels BGR** as in Keras's
+    h5 (Caffe's order). Layer names are Keras's (:func:`keras_layer_names`). Options are the
+    script's module variables with their values.
+
+    Differences from the paper, where they are in the script (0896b2e):
+
+    1. **Input and network** Caffe's input (``vgg19.preprocess_input``); Keras's VGG19:
+       taps after ReLU, **max pooling, floor** (``MaxPooling2D``, ``padding="valid"``).
+    2. **One model call** for ``tf.concat([base_image, style_reference_image,
+       combination_image])`` (``compute_loss``): the three images must be the same size;
+       the targets are rows 0 and 1 of each layer's output (constants for the gradient).
+    3. **Layers** content ``block5_conv2`` (= relu5_2; the paper: conv4_2), style
+       ``block1_conv1`` ... ``block5_conv1``.
+    4. **Gram** unnormalised: ``gram_matrix`` transposes the ``(H, W, C)`` features to
+       ``(C, H·W)``, :math:`G = F F^\top`. ``style_loss``:
+       ``reduce_sum((S−C)²) / (4.0 * channels**2 * size**2)`` with ``channels = 3`` and
+       ``size = img_nrows * img_ncols``, the **image's** :math:`H·W`, the same for every layer
+       (the paper: :math:`4N_l^2M_l^2` of that layer). Each layer's term times
+       ``style_weight / len(style_layer_names)`` = 1e-6/5.
+    5. **Content** ``reduce_sum((F−P)²)`` (no ½), times ``content_weight`` = 2.5e-8.
+    6. **TV in the loss**: ``total_variation_weight * total_variation_loss``, 1e-6 ×
+       :math:`\sum_{i<H-1,\,j<W-1,\,c}\left[(x_{i,j,c}-x_{i+1,j,c})^2+(x_{i,j,c}-x_{i,j+1,c})^2\right]^{1.25}`
+       over the top-left :math:`(H-1)\times(W-1)` cells, in the preprocessed space.
+    7. Float32 in the script.
+    """
+    F = torch.nn.functional
+    params = _vgg19_params(torch, layers)
+    caffe = {v: k for k, v in keras_layer_names().items()}
+    style_layers = _names(style_layers)
+    unknown = [n for n in [content_layer] + style_layers if n not in caffe]
+    if unknown:
+        raise ValueError(f"layers {unknown} are not Keras VGG19 conv layers (block1_conv1 ... block5_conv4)")
+    base, style = _image(torch, content_x, "content_x"), _image(torch, style_x, "style_x")
+    xt = _image(torch, x, "x").requires_grad_(True)
+    if not base.shape == style.shape == xt.shape:
+        raise ValueError(f"tf.concat of the three images needs one size: {base.shape}, {style.shape}, {xt.shape}")
+    img_nrows, img_ncols = xt.shape[2], xt.shape[3]
+
+    features, net = _relu_responses(F, torch.cat([base, style, xt]), params,
+                                     [caffe[n] for n in [content_layer] + style_layers], _max_pool_floor(F))
+
+    def gram_matrix(h):  # h: one image's (C, H, W) features
+        X = h.reshape(h.shape[0], -1)
+        return X @ X.T
+
+    channels, size = 3, img_nrows * img_ncols
+    layer = features[caffe[content_layer]]
+    terms = {"content": {content_layer: content_weight * ((layer[2] - layer[0]) ** 2).sum()}, "style": {}}
+    for n in style_layers:
+        layer = features[caffe[n]]
+        S, C = gram_matrix(layer[1]), gram_matrix(layer[2])
+        terms["style"][n] = style_weight / len(style_layers) * ((S - C) ** 2).sum() / (4.0 * channels**2 * size**2)
+    a = (xt[:, :, : img_nrows - 1, : img_ncols - 1] - xt[:, :, 1:, : img_ncols - 1]) ** 2
+    b = (xt[:, :, : img_nrows - 1, : img_ncols - 1] - xt[:, :, : img_nrows - 1, 1:]) ** 2
+    terms["tv"] = total_variation_weight * ((a + b) ** 1.25).sum()
+    loss = sum(terms["content"].values()) + sum(terms["style"].values()) + terms["tv"]
+    loss.backward()
+    responses = {n: features[caffe[n]][2].detach().clone()[None] for n in [content_layer] + style_layers}
+    return _done(diagnostics, xt, loss, _info(terms, responses, [(None, n) for n in net]))
+
+
+keras_example.image_space_of = keras_example_image_space
+
+
+# --- anishathalye/neural-style ----------------------------------------------------------------------
+
+
+ANISHATHALYE_CONTENT_LAYERS = ("relu4_2", "relu5_2")  # stylize.py CONTENT_LAYERS
+ANISHATHALYE_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # stylize.py STYLE_LAYERS
+
+
+def anishathalye_image_space(rgb_uint8, mean_pixel):
+    """``imread`` (RGB 0..255 as float) then ``vgg.preprocess``: ``image - mean_pixel``, RGB order.
+
+    ``mean_pixel``: the weights file's own mean, RGB (``vgg.load_net``: the mean of
+    ``normalization.averageImage`` over its first two axes, or ``averageImage`` itself).
+    """
+    v = np.asarray(rgb_uint8, dtype=np.float64) - np.reshape(np.asarray(mean_pixel, dtype=np.float64), 3)
+    return v.transpose(2, 0, 1)[None].copy()
+
+
+def anishathalye_conv_from_mat(kernels, bias):
+    """A ``.mat`` conv layer's ``(kernels, bias)`` -> ``(W, b)`` as :func:`anishathalye` takes them.
+
+    ``vgg.net_preloaded`` swaps the ``.mat`` kernel's first two axes (``np.transpose(kernels,
+    (1, 0, 2, 3))``, TensorFlow's ``(h, w, in, out)``) and flattens the bias
+    (``bias.reshape(-1)``); ``W[o, i, h, w]`` is then ``kernels[w, h, i, o]``.
+    """
+    return np.asarray(kernels).transpose(3, 2, 1, 0).copy(), np.asarray(bias).reshape(-1).copy()
+
+
+def anishathalye_style_layer_weights(style_layer_weight_exp, n=len(ANISHATHALYE_STYLE_LAYERS)):
+    """``stylize``: weights 1, e, e², ... over the style layers, divided by their sum."""
+    w = [float(style_layer_weight_exp) ** k for k in range(n)]
+    return [v / sum(w) for v in w]
+
+
+def anishathalye(
+    torch,
+    layers,
+    content_x,
+    style_xs,
+    x,
+    *,
+    content_weight=5.0,
+    content_weight_blend=1.0,
+    style_weight=5e2,
+    style_layer_weight_exp=1.0,
+    style_blend_weights=None,
+    tv_weight=1e2,
+    pooling="max",
+    diagnostics=None,
+):
+    r"""anishathalye/neural-style's ``loss`` (``stylize.py``) and its gradient with respect to ``image``.
+
+    ``x`` (the ``tf.Variable`` ``image``), ``content_x``, each of ``style_xs``: ``(1, 3, H,
+    W)``, RGB 0..255 minus the weights file's mean pixel (:func:`anishathalye_image_space`);
+    ``x`` has the content image's size, the style images any size. ``layers``: the ``.mat``'s
+    weights as ``{"conv1_1": (W, b), ...}`` (:func:`anishathalye_conv_from_mat`), **input
+    channels RGB** as MatConvNet's ``imagenet-vgg-verydeep-19.mat`` has them. Layer names are
+    the code's (``VGG19_LAYERS``, Caffe's). Options are ``neural_style.py``'s command line
+    (``--content-weight`` ... ``--pooling``) with its defaults.
+
+    Differences from the paper, where they are in the code (d0a1148):
+
+    1. **Input** RGB 0..255 minus the ``.mat``'s own mean (``vgg.preprocess``); taps after
+       ReLU (``net["relu4_2"]``, ``vgg.net_preloaded``).
+    2. **Pooling** ``--pooling max`` by default (the paper: average), ``tf.nn.max_pool`` /
+       ``tf.nn.avg_pool`` 2×2, stride 2, ``padding="SAME"`` (``vgg._pool_layer``):
+       **ceil** sizes; average pooling counts only the cells inside the image.
+    3. **Content** at relu4_2 and relu5_2 (``CONTENT_LAYERS``) with weights
+       ``content_weight_blend`` and ``1 − content_weight_blend`` (default 1: relu5_2's term
+       is there with weight 0), each ``content_weight · 2·l2_loss(F−P)/P.size`` = 5 ×
+       mean over :math:`N_l M_l` of :math:`(F-P)^2`.
+    4. **Gram** ``matmul(feats^T, feats) / size`` with ``size = H·W·N`` = :math:`G/(N_l M_l)`
+       (the style images' targets with their own size); the style term of a layer
+       ``w_l · 2·l2_loss(G−A)/A.size`` = :math:`w_l \frac1{N_l^2}\sum(G-A)^2`, with ``w_l``
+       1, e, e², ... (``--style-layer-weight-exp``, default 1) normalised to sum 1
+       (:func:`anishathalye_style_layer_weights`); times ``style_weight`` = 500.
+    5. **Several style images**: one style loss per image against its own Gram,
+       ``style_weight · blend_i · Σ_l``, blend weights normalised to sum 1 (equal by
+       default, ``neural_style.py: main``); not one loss against blended targets.
+    6. **TV in the loss**: ``tv_weight · 2·(l2_loss(Δy)/tv_y_size + l2_loss(Δx)/tv_x_size)``
+       = 100 × (mean of Δy² over :math:`(H-1)·W·3` + mean of Δx² over :math:`H·(W-1)·3`),
+       over the whole image in the preprocessed space.
+    7. Float32 in the code; Adam, not L-BFGS (no effect on one evaluation).
+    """
+    F = torch.nn.functional
+    params = _vgg19_params(torch, layers)
+    pool = _pool_same(F, pooling)
+    styles = _image_list(torch, style_xs)
+    blend = _blend(len(styles), style_blend_weights)  # neural_style.py main: equal, or normalised to sum 1
+    style_layer_weights = dict(zip(ANISHATHALYE_STYLE_LAYERS, anishathalye_style_layer_weights(style_layer_weight_exp)))
+    content_layer_weights = {"relu4_2": content_weight_blend, "relu5_2": 1.0 - content_weight_blend}
+
+    def gram(h):
+        feats = h.reshape(h.shape[1], -1).T  # tf.reshape(layer, (-1, number)): (H·W, N)
+        return feats.T @ feats / h.numel()
+
+    with torch.no_grad():
+        content_features = _relu_responses(F, _image(torch, content_x, "content_x"), params,
+                                           ANISHATHALYE_CONTENT_LAYERS, pool)[0]
+        style_features = []
+        for s in styles:
+            responses = _relu_responses(F, s, params, ANISHATHALYE_STYLE_LAYERS, pool)[0]
+            style_features.append({n: gram(h) for n, h in responses.items()})
+
+    xt = _image(torch, x, "x").requires_grad_(True)
+    net, names = _relu_responses(F, xt, params, ANISHATHALYE_CONTENT_LAYERS + ANISHATHALYE_STYLE_LAYERS, pool)
+    terms = {
+        "content": {n: content_layer_weights[n] * content_weight * ((net[n] - content_features[n]) ** 2).sum()
+                    / content_features[n].numel() for n in ANISHATHALYE_CONTENT_LAYERS},
+        "style": {},
+    }
+    for n in ANISHATHALYE_STYLE_LAYERS:
+        G = gram(net[n])
+        terms["style"][n] = sum(style_weight * w * style_layer_weights[n] * ((G - A[n]) ** 2).sum() / A[n].numel()
+                                for w, A in zip(blend, style_features))
+    dy = xt[:, :, 1:, :] - xt[:, :, :-1, :]
+    dx = xt[:, :, :, 1:] - xt[:, :, :, :-1]
+    terms["tv"] = tv_weight * ((dy**2).sum() / dy.numel() + (dx**2).sum() / dx.numel())
+    loss = sum(terms["content"].values()) + sum(terms["style"].values()) + terms["tv"]
+    loss.backward()
+    responses = {n: h.detach().clone() for n, h in net.items()}
+    return _done(diagnostics, xt, loss, _info(terms, responses, [(None, n) for n in names]))
+
+
+def _anishathalye_image_space_of(rgb_uint8, mean_pixel=CAFFE_MEAN_BGR[::-1]):
+    return anishathalye_image_space(rgb_uint8, mean_pixel)
+
+
+anishathalye.image_space_of = _anishathalye_image_space_of  # with the VGG .mat's mean, (123.68, 116.779, 103.939)
