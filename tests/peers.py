@@ -1,4 +1,4 @@
-r"""Independent PyTorch rewrites of four published neural-style implementations' loss code.
+r"""Independent PyTorch rewrites of seven published neural-style implementations' loss code.
 
 Each peer computes **one evaluation** of that implementation's total loss and its gradient
 with respect to the image it optimises, as its published code does: its input space, its
@@ -16,18 +16,21 @@ and its extras (TV loss, gradient normalisation). Every default is a keyword arg
 - :func:`gatys_pytorch`: leongatys/PytorchNeuralStyleTransfer, ``NeuralStyleTransfer.ipynb``;
   weights keyed as ``vgg_conv.pth``, ``conv1_1.weight``.
 
-Conventions shared by all four peers:
+Conventions shared by all seven peers:
 
 - ``torch`` is passed in (tests import it with ``conftest.require_torch``), so importing this
   module needs only NumPy.
 - ``state_dict`` maps that implementation's own key names to NumPy arrays (conv weights in
   Caffe/PyTorch order ``(out, in, 3, 3)``); keys of other layers (``classifier.*``) are
   ignored. The architecture (VGG19: 16 convs, VGG16: 13) and the widths come from the
-  weights, so small generated networks run the same code as the real ones.
+  weights, so small generated networks run the same code as the real ones. (The three
+  TensorFlow-world peers take refstyle's ``layers`` instead, see below.)
 - Images are NumPy arrays ``(1, 3, H, W)`` already in the implementation's own input space;
   ``image_space_of(rgb_uint8)`` (an attribute of each peer, and a module-level function)
   makes that space from an RGB ``uint8`` image exactly as the implementation's
   preprocessing does after its resize. The returned gradient is in that same space.
+  (``anishathalye_image_space`` also takes the weights file's mean pixel; the attribute uses
+  the VGG ``.mat``'s (123.68, 116.779, 103.939).) Channels-last code is rewritten NCHW.
 - Everything is computed in float64 (the published code runs float32), deterministically.
 - A peer returns ``(loss, grad)``: a float and an array shaped like ``x``. Pass
   ``diagnostics={}`` to receive the tapped responses (``"responses"``, by the
@@ -941,6 +944,14 @@ def keras_layer_names():
     return {name: "block{}_conv{}".format(*name[4:].split("_")) for name in relus}
 
 
+def keras_conv_from_h5(kernel, bias):
+    """A Keras ``Conv2D``'s ``(kernel, bias)`` (kernel ``(3, 3, in, out)``, as its h5 stores it) -> ``(W, b)``.
+
+    ``W[o, i, h, w] = kernel[h, w, i, o]``: the same correlation ``tf.nn.conv2d`` computes.
+    """
+    return np.asarray(kernel).transpose(3, 2, 0, 1).copy(), np.asarray(bias).reshape(-1).copy()
+
+
 def _vgg19_params(torch, layers):
     """refstyle-form VGG19 ``layers`` -> ``{conv name: (W, b)}`` float64 tensors; VGG19 only."""
     if set(layers) != set(conv_names("vgg19")):
@@ -1033,8 +1044,8 @@ def tf_tutorial(
     (:func:`tf_tutorial_image_space`); the content and style images may differ in size from
     each other (each is run alone, ``extractor(style_image)``), ``x`` has the content
     image's. ``layers``: Keras's VGG19 weights as ``{"conv1_1": (W, b), ...}``, ``W``
-    ``(out, in, 3, 3)`` = the Keras kernel ``(3, 3, in, out)`` transposed ``(3, 2, 0, 1)``,
-    **input channels in BGR order** as Keras's ``vgg19_weights_tf_dim_ordering_tf_kernels``
+    ``(out, in, 3, 3)`` = the Keras kernel ``(3, 3, in, out)`` transposed ``(3, 2, 0, 1)``
+    (:func:`keras_conv_from_h5`), **input channels in BGR order** as Keras's ``vgg19_weights_tf_dim_ordering_tf_kernels``
     h5 stores them (converted from Caffe; its ``preprocess_input`` feeds BGR). Layer names
     are Keras's (``block5_conv2`` = Caffe's relu5_2, :func:`keras_layer_names`). Options are
     the notebook's variables with their values; ``total_variation_weight=0`` is the first
@@ -1144,7 +1155,8 @@ def keras_example(
     (``style_reference_image``): ``(1, 3, H, W)``, BGR 0..255 minus the mean pixel
     (:func:`keras_example_image_space`), all three the same size (``img_nrows × img_ncols``).
     ``layers``: Keras's VGG19 weights as ``{"conv1_1": (W, b), ...}``, ``W`` ``(out, in, 3,
-    3)`` = the Keras kernel transposed ``(3, 2, 0, 1)``, **input channels BGR** as in Keras's
+    3)`` = the Keras kernel transposed ``(3, 2, 0, 1)`` (:func:`keras_conv_from_h5`), **input
+    channels BGR** as in Keras's
     h5 (Caffe's order). Layer names are Keras's (:func:`keras_layer_names`). Options are the
     script's module variables with their values.
 

@@ -474,16 +474,19 @@ def test_same_padding_average_pooling_counts_only_pixels_inside(torch):
     assert np.all(np.isfinite(grad))
 
 
-def test_anishathalye_conv_from_mat_is_tensorflows_correlation(torch):
-    """vgg.py swaps the .mat kernel's first two axes for tf.nn.conv2d's (h, w, in, out); the peer's conv agrees."""
+@pytest.mark.parametrize("source", ["mat", "h5"])
+def test_weights_files_kernels_give_tensorflows_correlation(torch, source):
+    """tf.nn.conv2d correlates with a kernel (h, w, in, out): Keras's h5 stores that; vgg.py makes it from the
+    .mat's by swapping its first two axes. The peers' conv with the converted W agrees."""
     import torch.nn.functional as F
 
     rng = np.random.default_rng(20)
     kernels, bias = rng.standard_normal((3, 3, 2, 4)), rng.standard_normal((1, 4))
-    W, b = peers.anishathalye_conv_from_mat(kernels, bias)
+    convert = peers.anishathalye_conv_from_mat if source == "mat" else peers.keras_conv_from_h5
+    W, b = convert(kernels, bias)
     image = rng.standard_normal((1, 2, 5, 6))
     out = F.conv2d(torch.from_numpy(image), torch.from_numpy(W), torch.from_numpy(b), padding=1).numpy()
-    tf_kernel = np.transpose(kernels, (1, 0, 2, 3))  # [h, w, in, out] as vgg.net_preloaded makes it
+    tf_kernel = np.transpose(kernels, (1, 0, 2, 3)) if source == "mat" else kernels  # vgg.net_preloaded's
     padded = np.pad(image[0], ((0, 0), (1, 1), (1, 1)))
     y, x = 2, 3
     by_hand = np.einsum("ipq,pqio->o", padded[:, y : y + 3, x : x + 3], tf_kernel) + bias.reshape(-1)
