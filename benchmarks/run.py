@@ -153,7 +153,7 @@ def make_images(size, seed=0):
 
 
 def refstyle_objective(weights, arch, size, kernels, device="cpu"):
-    net = refstyle.VGG(weights, arch=arch, pooling="avg", dtype="float32", device=device, kernels=kernels)
+    net = refstyle.build_network(weights, PAPER, arch=arch, dtype="float32", device=device, kernels=kernels)
     p_rgb, a_rgb, x0 = make_images(size)
     return refstyle.build_objective(net, p_rgb, [a_rgb], PAPER), x0
 
@@ -231,7 +231,7 @@ def build(impl, weights, arch, size, torch, device="cpu", torch_objective=None):
     if impl != "torch":
         return refstyle_objective(weights, arch, size, impl, device)
     paper = get_convention("paper")
-    w = {n: paper.layer_weight(None, len(STYLE_LAYERS)) for n in STYLE_LAYERS}
+    w = paper.style_layer_weights(STYLE_LAYERS, [None] * len(STYLE_LAYERS))
     cls = torch_objective or TorchObjective
     obj = cls(torch, weights, arch, size, paper.alpha, paper.beta, w, "cuda" if device == "gpu" else "cpu")
     return obj, make_images(size)[2]

@@ -26,6 +26,8 @@ from .paper import images
 from .paper.gradcheck import check_gradient
 from .paper.images import deprocess, load_image, preprocess, resize_longer, save_image
 from .paper.losses import content_loss, gram, style_loss
+from .paper.build import build_network
+from .paper.conventions import get_convention
 from .paper.objective import Objective, build_objective, content_targets, style_targets
 from .paper.settings import Settings
 from .paper.synthesis import synthesize
@@ -49,7 +51,9 @@ __all__ = [
     "check_gradient",
     "check_weights",
     "content_loss",
+    "build_network",
     "build_objective",
+    "get_convention",
     "content_targets",
     "deprocess",
     "generate_weights",

@@ -35,7 +35,7 @@ def objective_on(gpu, size, kernels, pooling="avg", widths=(4, 6, 8, 8, 8), dtyp
     w = refstyle.generate_weights("vgg19", widths=widths, depth="conv5_1", seed=3, dtype=dtype)
     net = refstyle.VGG(w, kernels=kernels, device="gpu", pooling=pooling, dtype=dtype)
     photo, art = (rng.uniform(0, 255, (size, size, 3)) for _ in range(2))
-    objective = refstyle.build_objective(net, photo, [art], refstyle.Settings())
+    objective = refstyle.build_objective(net, photo, [art], refstyle.Settings(pooling=pooling))
     x = gpu.asarray(refstyle.preprocess(rng.uniform(0, 255, (size, size, 3)), dtype))
     return objective, x
 

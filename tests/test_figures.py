@@ -12,6 +12,7 @@ import refstyle
 from refstyle.app import figures
 from refstyle.app.cli import main
 from refstyle.errors import RefstyleError
+from refstyle.paper.settings import Settings
 from refstyle.app.figures import CellCache, cell_job, cell_key, find_images, load_grid, make_grid, parse_grid
 
 rng = np.random.default_rng(21)
@@ -114,10 +115,10 @@ def test_the_cache_key_changes_when_any_setting_changes(setup, tmp_path):
     grid = load_grid(setup["grid"])
     images = find_images(grid, setup["images"])
     spec = grid.cells[0].spec
-    job = cell_job(spec, images, setup["weights"], "vgg19", "avg", size=24, iters=4)
+    job = cell_job(spec, images, setup["weights"], "vgg19", Settings(), size=24, iters=4)
     sha = lambda path: refstyle.io.file_sha256(path)  # noqa: E731
     key = cell_key(job, sha)
-    assert key == cell_key(cell_job(dict(spec), images, setup["weights"], "vgg19", "avg", size=24, iters=4), sha)
+    assert key == cell_key(cell_job(dict(spec), images, setup["weights"], "vgg19", Settings(), size=24, iters=4), sha)
     variants = [
         job._replace(settings=job.settings._replace(**{field: value}))
         for field, value in [
@@ -125,8 +126,9 @@ def test_the_cache_key_changes_when_any_setting_changes(setup, tmp_path):
             ("style_layers", ("conv1_1", "conv3_1")), ("layer_weights", {"conv1_1": 2.0}), ("style_scale", 0.5),
             ("init", "content"), ("optimizer", "adam"), ("tv_weight", 1e-3), ("preserve_color", True),
             ("scales", 2), ("style_blend", (1.0,)), ("optimizer_options", {"maxcor": 5}), ("bounds", False),
+            ("pooling", "max"), ("rounding", "floor"), ("convention", "gatys-pytorch"), ("content_weights", {"conv4_2": 2.0}),
         ]
-    ] + [job._replace(pooling="max"), job._replace(dtype="float64"), job._replace(arch="vgg16"), job._replace(device="gpu"),
+    ] + [job._replace(weights_input="torchvision"), job._replace(dtype="float64"), job._replace(arch="vgg16"), job._replace(device="gpu"),
          job._replace(kind="style"), job._replace(kernels="reference")]
     keys = {cell_key(v, sha) for v in variants}
     assert len(keys) == len(variants) and key not in keys
@@ -197,14 +199,14 @@ def test_local_workers_share_the_cores(monkeypatch):
 
 @pytest.mark.parametrize("option, expected", [((), "fast"), (("--kernels", "reference"), "reference")])
 def test_cells_run_with_the_kernels_asked_for(setup, capsys, monkeypatch, option, expected):
-    built, real_vgg = [], figures.VGG
+    built, real_build = [], figures.build_network
 
-    def vgg(*args, **kwargs):
-        net = real_vgg(*args, **kwargs)
+    def build(*args, **kwargs):
+        net = real_build(*args, **kwargs)
         built.append(net.kernels)
         return net
 
-    monkeypatch.setattr(figures, "VGG", vgg)
+    monkeypatch.setattr(figures, "build_network", build)
     status, stdout, err = figure(capsys, setup, setup["dir"] / "grid.png", *option)
     assert status == 0, err
-    assert built == [expected] * 4
+    assert built == [expected] * 5  # the grid's network, checked before any cell, and one per cell

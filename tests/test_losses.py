@@ -104,24 +104,33 @@ def _direct_loss(convention, net, p, a, x, content_layers, style_layers):
     Fx = net.forward(x, content_layers + style_layers)[0]
     Fp = net.forward(p, content_layers)[0]
     Fa = net.forward(a, style_layers)[0]
+    H, W = x.shape[2:]
+    n = len(style_layers)
     total = 0.0
     for name in content_layers:
         d = Fx[name] - Fp[name]
-        if convention == "paper":
-            total += 1e-3 * 0.5 * np.sum(d**2)
-        elif convention in ("neural-style", "neural-style-pt"):
-            total += 5.0 * np.mean(d**2)
-        else:
-            total += 1.0 * np.mean(d**2)
-    for name in style_layers:
+        total += {
+            "paper": lambda: 1e-3 * 0.5 * np.sum(d**2),
+            "neural-style": lambda: 5.0 * np.mean(d**2),
+            "tf-tutorial": lambda: 1e4 / len(content_layers) * np.mean(d**2),
+            "keras-example": lambda: 2.5e-8 * np.sum(d**2),
+            "anishathalye": lambda: 5.0 * 1.0 * (2 * (0.5 * np.sum(d**2)) / d.size),
+        }.get(convention.replace("-pt-x256", "").replace("-pt", ""), lambda: 1.0 * np.mean(d**2))()
+    for k, name in enumerate(style_layers):
         N = Fx[name].shape[1]
         Mx, Ma = Fx[name][0, 0].size, Fa[name][0, 0].size
         Gx, Ga = gram(Fx[name]), gram(Fa[name])
         if convention == "paper":
             total += 0.2 * np.sum((Gx - Ga) ** 2) / (4 * N**2 * Mx**2)
-        elif convention in ("neural-style", "neural-style-pt", "pytorch-tutorial"):  # gram / nElement, MSE
+        elif convention.startswith("neural-style") or convention == "pytorch-tutorial":  # gram / nElement, MSE
             weight = 1e6 if convention == "pytorch-tutorial" else 100.0
             total += weight * np.mean((Gx / (N * Mx) - Ga / (N * Ma)) ** 2)
+        elif convention == "tf-tutorial":  # gram / num_locations, reduce_mean, style_weight / num_style_layers
+            total += 1e-2 / n * np.mean((Gx / Mx - Ga / Ma) ** 2)
+        elif convention == "keras-example":  # unnormalised grams over 4 · 3² · (H·W)² of the image
+            total += 1e-6 / n * np.sum((Gx - Ga) ** 2) / (4.0 * 3**2 * (H * W) ** 2)
+        elif convention == "anishathalye":  # gram / (N M), 2 l2_loss / N², weights 1/n (exponent 1), × 500
+            total += 500.0 / n * 2 * (0.5 * np.sum((Gx / (N * Mx) - Ga / (N * Ma)) ** 2)) / N**2
         else:  # gatys-pytorch: gram / (h w), MSELoss, weight 1e3 / N²
             total += 1e3 / N**2 * np.mean((Gx / Mx - Ga / Ma) ** 2)
     return total
@@ -136,7 +145,8 @@ def test_conventions_reproduce_each_implementation(convention):
     P = content_targets(net, p, content_layers)
     A = style_targets(net, [a], style_layers, convention=convention)
     layer_weights = None if convention != "paper" else {name: 0.2 for name in style_layers}
-    obj = Objective(net, P, A, layer_weights=layer_weights, convention=convention)
+    content_weights = {"conv4_2": 1.0} if convention == "anishathalye" else None  # its blend: relu4_2 alone
+    obj = Objective(net, P, A, layer_weights=layer_weights, convention=convention, content_weights=content_weights)
     x = rng.standard_normal(p.shape) * 40
     expected = _direct_loss(convention, net, p, a, x, content_layers, style_layers)
     assert obj(x)[0] == pytest.approx(expected, rel=1e-12)
@@ -147,6 +157,8 @@ def test_conventions_reproduce_each_implementation(convention):
 def test_unknown_convention():
     with pytest.raises(RefstyleError, match="unknown convention 'keras'"):
         refstyle.paper.conventions.get_convention("keras")
+    with pytest.raises(RefstyleError, match="no such convention file"):
+        refstyle.paper.conventions.get_convention("mine.json")
 
 
 def test_gradcheck_flags_a_wrong_gradient():

@@ -50,6 +50,13 @@ def images(shape, seed):
     return photo, art, start, rng
 
 
+def caffe_weights_file(tmp_path, layers):
+    """The weights as a .caffemodel: Caffe's BGR layers, the channel order Keras's released VGG19 keeps."""
+    path = tmp_path / "vgg19.caffemodel"
+    path.write_bytes(protowire.caffemodel({k: (W, b) for k, (W, b) in layers.items()}))
+    return path
+
+
 def agree(refstyle_file, loss, grad):
     assert float(refstyle_file["loss"]) == pytest.approx(loss, rel=1e-6)
     g = refstyle_file["grad"]
@@ -58,21 +65,30 @@ def agree(refstyle_file, loss, grad):
 
 
 @pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
-def test_neural_style_pt(tmp_path, capsys, shape):
-    """ProGamerGov/neural-style-pt with its own model file: torchvision's key names holding Caffe weights."""
+@pytest.mark.parametrize("convention, scale", [("neural-style-pt", 255), ("neural-style-pt-x256", 256)])
+def test_neural_style_pt(tmp_path, capsys, shape, convention, scale):
+    """ProGamerGov/neural-style-pt with its own model file: torchvision's key names holding Caffe weights.
+
+    Today's master scales the image by 255 (since cbcd023, December 2020), the code before by 256:
+    one record each, and neither reproduces the other.
+    """
     torch = require_torch()
     photo, art, start, rng = images(shape, 1)
     layers = float32_layers(rng)
     state = peers.neural_style_pt_state_dict(layers)
     peers.save_state_dict(torch, state, tmp_path / "vgg19-d01eb7cb.pth")
-    space = functools.partial(peers.neural_style_pt_image_space, scale=256)  # the ×256 code before cbcd023
+    space = functools.partial(peers.neural_style_pt_image_space, scale=scale)
     x = space(start) + rng.standard_normal((1, 3) + shape)
     loss, grad = peers.neural_style_pt(torch, state, space(photo), [space(art)], x)
-    ours, err = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", "neural-style-pt", photo, art, x,
+    ours, err = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", convention, photo, art, x,
                          "--weights-input", "caffe")
     assert "warning" not in err  # the input was stated: nothing guessed
     agree(ours, loss, grad)
-    assert json.loads(str(ours["image"]))["range"] == [0, 256]  # x and grad in neural-style's own ×256 space
+    assert json.loads(str(ours["image"]))["range"] == [0, scale]  # x and grad in the implementation's own space
+    other = {"neural-style-pt": "neural-style-pt-x256", "neural-style-pt-x256": "neural-style-pt"}[convention]
+    theirs, _ = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", other, photo, art, x,
+                         "--weights-input", "caffe", "--force")
+    assert abs(float(theirs["loss"]) / loss - 1) > 1e-3  # the other record is 255/256 off: the scale matters
 
 
 def test_neural_style_pt_files_are_read_right_by_their_name_and_warned_about(tmp_path, capsys):
@@ -81,7 +97,7 @@ def test_neural_style_pt_files_are_read_right_by_their_name_and_warned_about(tmp
     photo, art, start, rng = images((32, 32), 2)
     state = peers.neural_style_pt_state_dict(float32_layers(rng))
     peers.save_state_dict(torch, state, tmp_path / "vgg19-d01eb7cb.pth")
-    space = functools.partial(peers.neural_style_pt_image_space, scale=256)  # the ×256 code before cbcd023
+    space = peers.neural_style_pt_image_space
     x = space(start)
     loss, grad = peers.neural_style_pt(torch, state, space(photo), [space(art)], x)
     ours, err = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", "neural-style-pt", photo, art, x)
@@ -133,7 +149,7 @@ def test_neural_style_pt_weights_fetched_by_name_from_a_local_mirror(tmp_path, c
     finally:
         httpd.shutdown()
         httpd.server_close()
-    space = functools.partial(peers.neural_style_pt_image_space, scale=256)  # the ×256 code before cbcd023
+    space = peers.neural_style_pt_image_space
     x = space(start)
     loss, grad = peers.neural_style_pt(torch, state, space(photo), [space(art)], x)
     ours, err = run_grad(tmp_path, capsys, "vgg19-neural-style-pt", "neural-style-pt", photo, art, x)
@@ -149,11 +165,10 @@ def test_neural_style_lua(tmp_path, capsys, shape):
     torch = require_torch()
     photo, art, start, rng = images(shape, 3)
     layers = float32_layers(rng)
-    (tmp_path / "vgg19.caffemodel").write_bytes(protowire.caffemodel({k: (W, b) for k, (W, b) in layers.items()}))
     space = peers.neural_style_lua_image_space
     x = space(start) + rng.standard_normal((1, 3) + shape)
     loss, grad = peers.neural_style_lua(torch, peers.neural_style_lua_state_dict(layers), space(photo), [space(art)], x)
-    ours, _ = run_grad(tmp_path, capsys, tmp_path / "vgg19.caffemodel", "neural-style", photo, art, x)
+    ours, _ = run_grad(tmp_path, capsys, caffe_weights_file(tmp_path, layers), "neural-style", photo, art, x)
     agree(ours, loss, grad)
 
 
@@ -187,4 +202,53 @@ def test_gatys_pytorch(tmp_path, capsys, shape):
     weights = tuple(1e3 / n**2 for n in WIDTHS)
     loss, grad = peers.gatys_pytorch(torch, state, space(photo), [space(art)], x, style_weights=weights)
     ours, _ = run_grad(tmp_path, capsys, tmp_path / "vgg_conv.pth", "gatys-pytorch", photo, art, x)
+    agree(ours, loss, grad)
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
+def test_tf_tutorial(tmp_path, capsys, shape):
+    """TensorFlow's tutorial: x RGB 0..1, Keras's preprocess_input inside the model, floor pooling, TV 30 · L1."""
+    torch = require_torch()
+    photo, art, start, rng = images(shape, 6)
+    # the tutorial's style image keeps its own size (its Gram is divided by its own M_l): narrower, the same longer side
+    art = art[:, : shape[1] - 8] if shape[0] >= shape[1] else art[: shape[0] - 8]
+    layers = float32_layers(rng)
+    space = peers.tf_tutorial_image_space
+    x = np.clip(space(start) + 0.05 * rng.standard_normal((1, 3) + shape), 0, 1)  # clip_0_1 after each step
+    loss, grad = peers.tf_tutorial(torch, layers, space(photo), space(art), x)
+    ours, _ = run_grad(tmp_path, capsys, caffe_weights_file(tmp_path, layers), "tf-tutorial", photo, art, x)
+    assert json.loads(str(ours["image"]))["range"] == [0, 1]
+    agree(ours, loss, grad)
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
+def test_keras_example(tmp_path, capsys, shape):
+    """Keras's example: Caffe's space, Σ(G−A)² over 4·3²·(H·W)² of the image, the power-1.25 TV in the loss."""
+    torch = require_torch()
+    photo, art, start, rng = images(shape, 7)
+    layers = float32_layers(rng)
+    space = peers.keras_example_image_space
+    x = space(start) + rng.standard_normal((1, 3) + shape)
+    loss, grad = peers.keras_example(torch, layers, space(photo), space(art), x)
+    ours, _ = run_grad(tmp_path, capsys, caffe_weights_file(tmp_path, layers), "keras-example", photo, art, x)
+    agree(ours, loss, grad)
+
+
+@pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
+def test_anishathalye(tmp_path, capsys, shape):
+    """anishathalye/neural-style: RGB weights whose input is RGB minus the file's own mean; SAME (ceil) pooling."""
+    torch = require_torch()
+    import refstyle
+
+    photo, art, start, rng = images(shape, 8)
+    bgr = float32_layers(rng)
+    rgb = dict(bgr, conv1_1=(bgr["conv1_1"][0][:, ::-1].copy(), bgr["conv1_1"][1]))  # MatConvNet's RGB filters
+    mean = (123.0, 117.0, 104.0)  # the file's own averageImage, not Caffe's mean pixel
+    meta = {"arch": "vgg19", "input": {"channels": "RGB", "range": [0, 255], "mean": list(mean)}}
+    refstyle.save_npz(refstyle.Weights(rgb, meta), tmp_path / "vgg19-rgb.npz")
+    space = functools.partial(peers.anishathalye_image_space, mean_pixel=mean)
+    x = space(start) + rng.standard_normal((1, 3) + shape)
+    loss, grad = peers.anishathalye(torch, rgb, space(photo), [space(art)], x)
+    ours, _ = run_grad(tmp_path, capsys, tmp_path / "vgg19-rgb.npz", "anishathalye", photo, art, x)
+    assert json.loads(str(ours["image"]))["mean"] == list(mean)  # the weights file's mean is the image space's
     agree(ours, loss, grad)

@@ -17,15 +17,14 @@ import numpy as np
 
 from ..errors import RefstyleError
 from ..io import atomic_path, check_writable, file_sha256
-from ..nn.arch import check_layers
-from ..nn.vgg import VGG
-from ..paper.conventions import PAPER_MAXCOR, PAPER_POOLING, get_convention, loss_weights, tap_of
+from ..paper.conventions import PAPER_MAXCOR, get_convention, loss_weights, tap_of
 from ..paper.gradcheck import check_gradient
 from ..paper.images import deprocess, load_image, resize_longer, save_image, sized_inputs, white_noise
 from ..paper.normalize import normalize_over_images
 from ..paper.objective import build_objective
 from ..paper.optimize import LBFGS
-from ..paper.settings import Settings
+from ..paper.build import build_network
+from ..paper.settings import RECONSTRUCTIONS, Settings, for_kind
 from ..paper.synthesis import check_size, synthesize
 from ..progress import Progress
 from ..version import __version__
@@ -40,8 +39,6 @@ from .validate import compare_files, gradient_arrays, write_gradient_file
 # ---------------------------------------------------------------------------
 # From the options to a run: its settings and its network
 # ---------------------------------------------------------------------------
-
-RECONSTRUCTIONS = ("content", "style")  # a reconstruction's kind: the one loss term it keeps
 
 # What suits each device where the user does not say. On a GPU: our own L-BFGS, which stays on
 # the device (SciPy's would copy the image to the host and back at every evaluation), and the
@@ -63,8 +60,9 @@ def run_settings(args, kind="transfer"):
     """The :class:`Settings` the options describe, for a transfer, a reconstruction or ``grad``.
 
     ``kind``: ``"transfer"`` (and ``grad``, ``gradcheck``), ``"content"`` (only
-    ``α L_content`` at ``--layer``) or ``"style"`` (only ``β L_style`` at ``--layers``).
-    The convention's defaults fill what is not given (:meth:`Settings.resolved`).
+    ``α L_content`` at ``--layer``) or ``"style"`` (only ``β L_style`` at ``--layers``), as
+    :func:`~refstyle.paper.settings.for_kind` makes them. The convention's defaults fill
+    what is not given (:meth:`Settings.resolved`).
     """
     convention = get_convention(args.convention)
     alpha, beta, ratio = args.alpha, args.beta, args.ratio
@@ -73,24 +71,22 @@ def run_settings(args, kind="transfer"):
         if ratio is not None or (alpha if kind == "style" else beta) is not None:
             raise RefstyleError("a reconstruction has one loss term: --ratio and the other term's weight do not apply")
         if kind == "content":
-            alpha, beta, content_layers = (1.0 if alpha is None else alpha), 0.0, [args.layer]
+            content_layers = [args.layer]
         else:
-            alpha, beta, style_layers = 0.0, (1.0 if beta is None else beta), args.layers
-    alpha, beta = loss_weights(convention, alpha, beta, ratio)
+            style_layers = args.layers
+    else:
+        alpha, beta = loss_weights(convention, alpha, beta, ratio)
     content_layers = tuple(convention.content_layers if content_layers is None else content_layers)
     style_layers = tuple(convention.style_layers if style_layers is None else style_layers)
-    layer_weights = None
-    if args.layer_weights is not None:
-        if len(args.layer_weights) != len(style_layers):
-            raise RefstyleError(
-                f"--layer-weights has {len(args.layer_weights)} values for {len(style_layers)} style layers"
-            )
-        layer_weights = dict(zip(style_layers, args.layer_weights))
+    layer_weights = _per_layer(args.layer_weights, style_layers, "--layer-weights", "style")
+    content_weights = _per_layer(getattr(args, "content_weights", None), content_layers, "--content-weights", "content")
     settings = Settings(
         content_layers=content_layers, style_layers=style_layers, layer_weights=layer_weights, alpha=alpha,
-        beta=beta, convention=convention.name, style_blend=args.style_blend, size=args.size,
-        style_scale=args.style_scale, seed=args.seed, tv_weight=args.tv_weight,
+        beta=beta, convention=convention.path or convention.name, style_blend=args.style_blend, size=args.size,
+        style_scale=args.style_scale, seed=args.seed, tv_weight=args.tv_weight, pooling=args.pooling,
+        rounding=args.rounding, content_weights=content_weights,
     )
+    settings = for_kind(settings, kind, alpha if kind == "content" else beta if kind == "style" else None).resolved()
     if not hasattr(args, "iters"):  # grad, gradcheck: one evaluation, no optimiser
         return settings
     optimizer = device_default(args, "optimizer")
@@ -99,6 +95,14 @@ def run_settings(args, kind="transfer"):
         init=args.init, scales=args.scales, preserve_color=args.preserve_color,
         bounds=optimizer == "lbfgs" and not args.no_bounds,
     )
+
+
+def _per_layer(values, layers, flag, what):
+    if values is None:
+        return None
+    if len(values) != len(layers):
+        raise RefstyleError(f"{flag} has {len(values)} values for {len(layers)} {what} layers")
+    return dict(zip(layers, values))
 
 
 def _optimizer_options(args, optimizer):
@@ -117,16 +121,10 @@ def _optimizer_options(args, optimizer):
 
 
 def run_network(args, settings, weights=None, dtype=None):
-    """The :class:`VGG` of a run: ``--weights`` (or the ``weights`` given), checked to reach every loss layer."""
-    if weights is None:  # unfolded: the network's input stage maps the convention's image space exactly
-        weights = load_weights(args.weights, arch=args.arch, input=args.weights_input, fold=False)
-    convention = get_convention(settings.convention)
-    net = VGG(weights, arch=args.arch, pooling=args.pooling or convention.pooling, dtype=dtype or args.dtype,
-              kernels=device_default(args, "kernels"), device=getattr(args, "device", "cpu"),
-              rounding=args.rounding or convention.rounding, image=convention.image, feed=convention.feed)
-    taps = [tap_of(convention, name, net.arch) for name in list(settings.content_layers) + list(settings.style_layers)]
-    check_layers(taps, net.arch, net.layers)
-    return net
+    """The :class:`VGG` of a run (:func:`~refstyle.paper.build.build_network`): ``--weights`` or the ``weights`` given."""
+    return build_network(args.weights if weights is None else weights, settings, arch=args.arch,
+                         dtype=dtype or args.dtype, device=getattr(args, "device", "cpu"),
+                         kernels=device_default(args, "kernels"), weights_input=args.weights_input)
 
 
 # ---------------------------------------------------------------------------
@@ -309,7 +307,6 @@ def figure(args):
     grid = load_grid(args.name)
     images = find_images(grid, args.images if args.images is not None else default_images_dir())
     weights_path = resolve_weights(args.weights)
-    arch = load_weights(weights_path, arch=args.arch).meta["arch"]
     bar = [None]
 
     def progress(done, total, text):
@@ -317,36 +314,43 @@ def figure(args):
             bar[0] = Progress(total, label=f"{grid.name} cells ", unit="cells", start=done)
         bar[0].update(done, text)
 
+    base = Settings(convention=args.convention, pooling=args.pooling, rounding=args.rounding).resolved()
     try:
         result = make_grid(
-            grid, images, weights_path, arch=arch, pooling=args.pooling or PAPER_POOLING, dtype=args.dtype, device=args.device,
+            grid, images, weights_path, arch=args.arch, base=base, dtype=args.dtype, device=args.device,
             size=args.size, iters=args.iters, seed=args.seed, jobs=args.jobs, scheduler=args.scheduler,
             cache_dir=args.cache, progress=progress, kernels=device_default(args, "kernels"),
-            optimizer=DEVICE_DEFAULTS[args.device]["optimizer"],
+            optimizer=DEVICE_DEFAULTS[args.device]["optimizer"], weights_input=args.weights_input,
         )
     finally:
         if bar[0] is not None:
             bar[0].close()
-    caption = (f"refstyle {__version__} · weights {os.path.basename(weights_path)} ({arch}, {args.pooling or PAPER_POOLING} "
-               f"pooling) · {args.size} px · {args.iters} L-BFGS iterations · seed {args.seed}")
+    arch = result.arch
+    convention = "" if base.convention == "paper" else f"{get_convention(base.convention).name} convention, "
+    caption = (f"refstyle {__version__} · weights {os.path.basename(weights_path)} ({arch}, {convention}{base.pooling} "
+               f"pooling, {base.rounding}) · {args.size} px · {args.iters} L-BFGS iterations · seed {args.seed}")
     draw_grid(grid, result, args.output, caption)
     print(f"wrote {os.path.abspath(args.output)}: {result.computed} cells computed, {result.cached} from the cache")
     return 0
 
 
 def explain(args):
+    settings = Settings(convention=args.convention, pooling=args.pooling, rounding=args.rounding,
+                        content_layers=(args.layer,), style_layers=(args.layer,)).resolved()
     if args.weights is None:
         weights = generate_weights(args.arch or "vgg19", seed=args.seed)
         print(f"(no --weights: a small generated {args.arch or 'vgg19'} with random filters; give real weights "
               "to see real responses)")
     else:
-        weights = load_weights(args.weights, arch=args.arch)
-    net = VGG(weights, arch=args.arch, pooling=args.pooling or PAPER_POOLING, dtype="float64")
-    check_layers([args.layer], net.arch, net.layers)
+        weights = args.weights
+    net = build_network(weights, settings, arch=args.arch, dtype="float64", weights_input=args.weights_input)
+    layer = tap_of(settings.convention, args.layer, net.arch)  # the convention's own name, as refstyle's tap
     rgb = resize_longer(load_image(args.image), args.size)
-    check_size(rgb.shape[:2], [args.layer], net.arch)
-    print(f"{net}, image {args.image} at {rgb.shape[0]}×{rgb.shape[1]}, layer {args.layer}")
-    for line in explain_steps(net, rgb, args.layer, seed=args.seed, iters=args.iters):
+    check_size(rgb.shape[:2], [layer], net.arch)
+    print(f"{net}, image {args.image} at {rgb.shape[0]}×{rgb.shape[1]}, layer {args.layer}"
+          + (f" ({layer})" if layer != args.layer else ""))
+    base = settings._replace(content_layers=None, style_layers=None)
+    for line in explain_steps(net, rgb, layer, seed=args.seed, iters=args.iters, settings=base):
         print(line, flush=True)
     return 0
 

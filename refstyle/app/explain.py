@@ -11,8 +11,8 @@ PASS, PASS within the noise floor, or FAIL). It works in float64 (the checks nee
 
 import numpy as np
 
-from ..nn.inputs import MEAN_BGR
-from ..paper.conventions import PAPER_CONTENT_LAYERS, PAPER_STYLE_LAYERS, loss_weights
+from ..nn.inputs import MEAN_BGR, describe_input, is_caffe_input
+from ..paper.conventions import get_convention, loss_weights, tap_of
 from ..paper.gradcheck import check_gradient
 from ..paper.images import preprocess, white_noise
 from ..paper.losses import as_matrix, content_loss, gram, style_loss
@@ -38,23 +38,30 @@ def _check_in_F(f, F):
     return _check(check_gradient(f, F, coords=0, largest=10, directions=5))
 
 
-def paper_layers(net, rgb, x, alpha=None, beta=None):
-    r"""Step 10: eq. 7 on the paper's layers, each term's share of :math:`L`, and :math:`\partial L/\partial x` checked.
+def paper_layers(net, rgb, x, alpha=None, beta=None, settings=Settings()):
+    r"""Step 10: eq. 7 on the convention's layers, each term's share of :math:`L`, and :math:`\partial L/\partial x` checked.
 
-    The content layer is ``conv4_2``, the style layers ``conv1_1 … conv5_1`` with
+    For the paper, the content layer is ``conv4_2``, the style layers ``conv1_1 … conv5_1`` with
     :math:`w_l = 1/5` (:data:`~refstyle.paper.conventions.PAPER_STYLE_LAYERS`); the targets are the
     image's own :math:`P^l` and :math:`A^l` (of ``rgb``), as in the steps before. A term's share is
     :math:`\alpha L_{content} / L` or :math:`\beta w_l E_l / L`.
     """
-    alpha, beta = loss_weights("paper", alpha, beta)
-    content, style = list(PAPER_CONTENT_LAYERS), list(PAPER_STYLE_LAYERS)
-    yield (f"10. the paper's layers (eq. 7): content {', '.join(content)}, style {' '.join(style)}, "
-           f"w_l = 1/{len(style)}, α = {alpha:g}, β = {beta:g}, targets from the image itself")
-    need = minimum_size(content + style, net.arch)
+    s = settings._replace(alpha=alpha, beta=beta).resolved()
+    alpha, beta = s.alpha, s.beta
+    content, style = list(s.content_layers), list(s.style_layers)
+    whose = "the paper's" if s.convention == "paper" else f"the {get_convention(s.convention).name} convention's"
+    rule = get_convention(s.convention).layer_weights
+    weights = (f"w_l = {rule.text.replace('n', str(len(style)))}" if s.layer_weights is None and hasattr(rule, "symbols")
+               and rule.symbols <= {"n"} else "w_l as the convention weights them")
+    yield (f"10. {whose} layers (eq. 7): content {', '.join(content)}, style {' '.join(style)}, "
+           f"{weights}, α = {alpha:g}, β = {beta:g}, targets from the image itself")
+    taps = [tap_of(s.convention, name, net.arch) for name in content + style]
+    need = minimum_size(taps, net.arch)
     if min(x.shape[2:]) < need:
-        yield f"   (skipped: the image is {x.shape[2]}×{x.shape[3]}, conv5_1 needs {need} pixels on each side)"
+        deepest = max(taps, key=lambda t: minimum_size([t], net.arch))
+        yield f"   (skipped: the image is {x.shape[2]}×{x.shape[3]}, {deepest} needs {need} pixels on each side)"
         return
-    objective = build_objective(net, rgb, [rgb], Settings(alpha=alpha, beta=beta))
+    objective = build_objective(net, rgb, [rgb], s)
     e = objective.evaluate(x)
     for (kind, name), term in e.layer_losses.items():
         F_l = e.F[name]
@@ -66,17 +73,23 @@ def paper_layers(net, rgb, x, alpha=None, beta=None):
     yield "   " + _check(check_gradient(objective, x, coords=1, largest=2, directions=1))
 
 
-def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None):
+def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None, settings=Settings()):
     """The walk for image ``rgb`` (RGB uint8) at ``layer``, as lines of text (a generator).
 
-    ``alpha``, ``beta``: the loss weights of step 7, by default the paper's (α/β = 1e-3).
+    ``alpha``, ``beta``: the loss weights of step 7, by default the convention's (the
+    paper's α/β = 1e-3). ``settings``: the convention, pooling and rounding the network
+    was built with (:func:`~refstyle.paper.build.build_network`); the paper's by default.
     """
-    alpha, beta = loss_weights("paper", alpha, beta)
+    alpha, beta = loss_weights(settings.convention, alpha, beta)
     H, W = rgb.shape[:2]
-    p = preprocess(rgb, net.dtype)
-    x = white_noise((H, W), seed, net.dtype)
-    yield "1. input (eq. none: Caffe's preprocessing)"
-    yield f"   the image is {H}×{W} RGB; x = BGR − mean pixel {MEAN_BGR}, shape {tuple(p.shape)}"
+    p = preprocess(rgb, net.dtype, net.image)
+    x = white_noise((H, W), seed, net.dtype, net.image)
+    if is_caffe_input(net.image):
+        yield "1. input (eq. none: Caffe's preprocessing)"
+        yield f"   the image is {H}×{W} RGB; x = BGR − mean pixel {MEAN_BGR}, shape {tuple(p.shape)}"
+    else:
+        yield "1. input (eq. none: the convention's image space)"
+        yield f"   the image is {H}×{W} RGB; x = {describe_input(net.image)}, shape {tuple(p.shape)}"
     yield f"   x ranges {float(p.min()):.3f} .. {float(p.max()):.3f}; the start x is seeded white noise (seed {seed})"
 
     F, _ = net.forward(x, [layer])
@@ -105,8 +118,9 @@ def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None):
     yield "6. ReLU mask: the derivatives hold where F^l > 0 and are 0 elsewhere (applied in relu_backward)"
     yield f"   {float((F_l == 0).mean()):.1%} of the noise's {layer} responses are 0: their gradient is masked"
 
-    settings = Settings(content_layers=(layer,), style_layers=(layer,), layer_weights={layer: 1.0}, alpha=alpha, beta=beta)
-    objective = build_objective(net, rgb, [rgb], settings)
+    one = settings._replace(content_layers=(layer,), style_layers=(layer,), layer_weights={layer: 1.0},
+                            content_weights=None, alpha=alpha, beta=beta)
+    objective = build_objective(net, rgb, [rgb], one)
     e = objective.evaluate(x)
     yield f"7. total loss L = α L_content + β L_style  (eq. 7), α = {alpha:g}, β = {beta:g}, w_l = 1"
     yield f"   {e.loss:.6g} = {alpha:g} × {e.loss_content:.6g} + {beta:g} × {e.loss_style:.6g}"
@@ -119,4 +133,4 @@ def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None):
     yield f"9. L-BFGS-B (history 20, ftol = gtol = 0, bounds at the image's min and max), {iters} iterations"
     yield f"   L: {e.loss:.6g} -> {result.loss:.6g} in {result.iterations} iterations, {result.evaluations} evaluations"
 
-    yield from paper_layers(net, rgb, x, alpha, beta)
+    yield from paper_layers(net, rgb, x, alpha, beta, settings)

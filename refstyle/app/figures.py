@@ -36,12 +36,11 @@ import numpy as np
 from ..version import __version__
 from ..errors import RefstyleError
 from ..io import file_sha256, pyplot, write_npz, write_png
-from ..nn.vgg import VGG
-from ..paper.conventions import PAPER_CONTENT_LAYERS, PAPER_ITERS, PAPER_POOLING, PAPER_SIZE, PAPER_STYLE_LAYERS
+from ..paper.build import build_network
+from ..paper.conventions import PAPER_ITERS, PAPER_SIZE
 from ..paper.images import load_image, resize_longer, to_uint8
-from ..paper.settings import Settings
+from ..paper.settings import Settings, for_kind
 from ..paper.synthesis import synthesize
-from ..weights import load_weights
 
 SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figure_specs")
 KINDS = ("transfer", "content", "style", "image", "empty")
@@ -185,22 +184,26 @@ class Job(NamedTuple):
     kind: str  # transfer, content or style
     content: str  # path, or None
     styles: tuple  # paths
-    settings: Settings
+    settings: Settings  # resolved: the convention, its pooling and rounding, every loss setting
     weights: str  # path
     arch: str
-    pooling: str
     dtype: str
     device: str
     kernels: str = "fast"  # the network's kernels (refstyle.VGG): "fast", "reference" or "im2col"
+    weights_input: object = None  # the weights' input, stated (--weights-input: a name or a space); None: the file's
 
 
-def cell_job(spec, images, weights, arch, pooling, dtype="float32", device="cpu", size=PAPER_SIZE, iters=PAPER_ITERS,
-             seed=0, kernels="fast", optimizer=None):
-    """The :class:`Job` of one cell (kinds transfer, content, style) from its merged spec."""
+def cell_job(spec, images, weights, arch, base=Settings(), dtype="float32", device="cpu", size=PAPER_SIZE,
+             iters=PAPER_ITERS, seed=0, kernels="fast", optimizer=None, weights_input=None):
+    """The :class:`Job` of one cell (kinds transfer, content, style) from its merged spec.
+
+    ``base``: the grid's settings (its convention, pooling and rounding); the cell's spec
+    overrides its layers and weights, and :func:`~refstyle.paper.settings.for_kind` keeps the
+    cell's one term for a reconstruction.
+    """
     kind = spec["kind"]
-    # the paper's layers stated, not left to the convention: a cell's cache key holds every setting
-    settings = Settings(content_layers=PAPER_CONTENT_LAYERS, style_layers=PAPER_STYLE_LAYERS, size=int(size),
-                        iters=int(iters), seed=int(seed))
+    # resolved: the convention's layers stated, so that a cell's cache key holds every setting
+    settings = base._replace(size=int(size), iters=int(iters), seed=int(seed)).resolved()
     if optimizer is not None:  # the grid's optimiser; a cell's own "optimizer" overrides it
         settings = settings._replace(optimizer=optimizer)
     changes = {k: spec[k] for k in ("style_blend", "style_scale", "init", "optimizer", "tv_weight") if k in spec}
@@ -213,18 +216,16 @@ def cell_job(spec, images, weights, arch, pooling, dtype="float32", device="cpu"
         if len(spec["layer_weights"]) != len(style_layers):
             raise RefstyleError(f"layer_weights has {len(spec['layer_weights'])} values for {len(style_layers)} style layers")
         changes["layer_weights"] = dict(zip(style_layers, map(float, spec["layer_weights"])))
-    if kind == "content":
-        changes.update(alpha=1.0, beta=0.0)
-    elif kind == "style":
-        changes.update(alpha=0.0, beta=1.0)
-    elif "ratio" in spec:
+    elif "style_layers" in changes:  # the convention's weights for these layers
+        changes["layer_weights"] = None
+    if "ratio" in spec:
         changes.update(alpha=float(spec["ratio"]), beta=1.0)
     else:
         changes.update({k: float(spec[k]) for k in ("alpha", "beta") if k in spec})
+    settings = for_kind(settings._replace(**changes), kind)
     content = images[spec["content"]] if kind in ("transfer", "content") else None
     styles = tuple(images[s] for s in spec.get("styles", [])) if kind in ("transfer", "style") else ()
-    return Job(kind, content, styles, settings._replace(**changes), os.path.abspath(weights), arch, pooling, dtype, device,
-               kernels)
+    return Job(kind, content, styles, settings, os.path.abspath(weights), arch, dtype, device, kernels, weights_input)
 
 
 def cell_key(job, sha256):
@@ -240,8 +241,8 @@ def cell_key(job, sha256):
         "styles": [sha256(p) for p in job.styles],
         "settings": job.settings._asdict(),
         "weights": sha256(job.weights),
+        "weights_input": job.weights_input,
         "arch": job.arch,
-        "pooling": job.pooling,
         "dtype": job.dtype,
         "device": job.device,
     }
@@ -262,8 +263,8 @@ def run_cell(job):
 
 
     start = time.perf_counter()
-    net = VGG(load_weights(job.weights, arch=job.arch), arch=job.arch, pooling=job.pooling, dtype=job.dtype,
-              device=job.device, kernels=job.kernels)
+    net = build_network(job.weights, job.settings, arch=job.arch, dtype=job.dtype, device=job.device,
+                        kernels=job.kernels, weights_input=job.weights_input)
     photo = load_image(job.content) if job.content is not None else None
     artworks = [load_image(p) for p in job.styles]
     result = synthesize(net, photo, artworks, job.settings)
@@ -371,19 +372,25 @@ class FigureResult(NamedTuple):
     computed: int  # cells optimised in this run
     cached: int  # cells taken from the cache
     stats: dict  # (row, col) -> the cell's numbers (loss, iterations, evaluations, seconds)
+    arch: str = None  # the network's architecture
 
 
-def make_grid(grid, images, weights, arch=None, pooling=PAPER_POOLING, dtype="float32", device="cpu", size=PAPER_SIZE, iters=PAPER_ITERS,
-              seed=0, jobs=1, scheduler=None, cache_dir=None, progress=None, kernels="fast", optimizer=None):
+def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32", device="cpu", size=PAPER_SIZE,
+              iters=PAPER_ITERS, seed=0, jobs=1, scheduler=None, cache_dir=None, progress=None, kernels="fast",
+              optimizer=None, weights_input=None):
     """Compute every cell of ``grid`` (from the cache where possible): a :class:`FigureResult`.
 
-    ``images``: ``{file name: path}`` (:func:`find_images`). ``progress(done, total, text)``
-    is told as cells finish. Finished cells are cached as they arrive, so an interrupted
-    call loses only the cells that were running. ``kernels``: the network's
-    (:class:`refstyle.VGG`); the fast ones by default, as ``refstyle transfer``.
+    ``images``: ``{file name: path}`` (:func:`find_images`). ``base``: the grid's
+    :class:`~refstyle.paper.settings.Settings` (convention, pooling, rounding; the paper's by
+    default), which each cell's network is built from (:func:`~refstyle.paper.build.build_network`).
+    ``progress(done, total, text)`` is told as cells finish. Finished cells are cached as
+    they arrive, so an interrupted call loses only the cells that were running.
+    ``kernels``: the network's (:class:`refstyle.VGG`); the fast ones by default, as
+    ``refstyle transfer``.
     """
 
-    arch = arch or load_weights(weights).meta["arch"]  # also checks the weights before any cell starts
+    # the weights read, and the network the grid's settings describe built once, before any cell starts
+    arch = build_network(weights, base.resolved(), arch=arch, kernels=kernels, weights_input=weights_input).arch
     checksums = {}
 
     def sha256(path):
@@ -400,7 +407,8 @@ def make_grid(grid, images, weights, arch=None, pooling=PAPER_POOLING, dtype="fl
         elif spec["kind"] == "image":
             out[at] = resize_longer(load_image(images[_inputs(spec)[0]]), size)
         else:
-            job = cell_job(spec, images, weights, arch, pooling, dtype, device, size, iters, seed, kernels, optimizer)
+            job = cell_job(spec, images, weights, arch, base, dtype, device, size, iters, seed, kernels, optimizer,
+                           weights_input)
             key = cell_key(job, sha256)
             where.setdefault(key, []).append(at)
             todo[key] = job
@@ -428,7 +436,7 @@ def make_grid(grid, images, weights, arch=None, pooling=PAPER_POOLING, dtype="fl
             progress(done[0], total, f"cell {where[key][0][0]},{where[key][0][1]}: loss {result['loss']:.4e}")
 
     _run_all(todo, jobs, scheduler, on_done)
-    return FigureResult(out, total - cached, cached, stats)
+    return FigureResult(out, total - cached, cached, stats, arch)
 
 
 def draw_grid(grid, result, path, caption=""):

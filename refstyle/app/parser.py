@@ -14,14 +14,15 @@ from ..nn.arch import ARCHS
 from ..nn.kernels import KERNELS
 from ..nn.inputs import INPUTS
 from ..nn.layers import POOLINGS, ROUNDINGS
+from ..errors import RefstyleError
 from ..paper.conventions import (
-    ALIASES,
     CONVENTIONS,
     PAPER_CONTENT_LAYERS,
     PAPER_ITERS,
     PAPER_MAXCOR,
     PAPER_SIZE,
     PAPER_STYLE_LAYERS,
+    get_convention,
 )
 from ..paper.optimize import OPTIMIZERS
 from ..version import __version__
@@ -99,10 +100,24 @@ def _add_model_options(p, weights_required=True, kernels=None):
                        f"last; the same numbers to float32 rounding, benchmarks/README.md) (default: {shown})")
 
 
+def _convention(text):
+    """A built-in convention's name or a record file, checked at parse time (one line naming the field at fault)."""
+    try:
+        get_convention(text)
+    except RefstyleError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _add_convention(p):
+    p.add_argument("--convention", default="paper", type=_convention, metavar="NAME|FILE.json",
+                   help=f"whose numbers to reproduce: {', '.join(sorted(CONVENTIONS))}, or a record file you write "
+                   "(default: the paper's); see docs/conventions.md")
+
+
 def _add_loss_options(p):
     """The options that define the objective; shared by grad, transfer and the figures."""
-    p.add_argument("--convention", default="paper", choices=sorted(CONVENTIONS) + sorted(ALIASES),
-                   help="whose loss scaling to use (default: the paper's); see docs/conventions.md")
+    _add_convention(p)
     p.add_argument("--alpha", type=_finite_float, help="content weight α")
     p.add_argument("--beta", type=_finite_float, help="style weight β")
     p.add_argument("--ratio", type=_finite_float, help="α/β (sets α = RATIO, β = 1); the paper: 1e-3 or 1e-4")
@@ -112,6 +127,8 @@ def _add_loss_options(p):
                    help=f"default: the convention's (the paper: {','.join(PAPER_STYLE_LAYERS)})")
     p.add_argument("--layer-weights", type=_number_list, metavar="W1,W2,...",
                    help="w_l of the style layers, in their order (default: the convention's; the paper: 1/5 each)")
+    p.add_argument("--content-weights", type=_number_list, metavar="C1,C2,...",
+                   help="weights of the content layers, in their order (default: the convention's; the paper: 1)")
     p.add_argument("--style-blend", type=_number_list, metavar="V1,V2,...",
                    help="weights of several style images (default: equal)")
     p.add_argument("--style-scale", type=_finite_float, default=1.0,
@@ -254,6 +271,7 @@ def build_parser():
     figure.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
     figure.add_argument("--device", choices=DEVICES, default=DEVICES[0])
     _add_model_options(figure, weights_required=False, kernels=BY_DEVICE)
+    _add_convention(figure)
     figure.set_defaults(run=commands.figure)
 
     explain = subcommands.add_parser(
@@ -267,6 +285,7 @@ def build_parser():
     explain.add_argument("--iters", type=_positive_int, default=10, help="L-BFGS iterations to show (default 10)")
     explain.add_argument("--seed", type=int, default=0)
     _add_model_options(explain, weights_required=False)
+    _add_convention(explain)
     explain.set_defaults(run=commands.explain)
 
     compare = subcommands.add_parser("compare", help="compare two gradient .npz files array by array")

@@ -1,35 +1,65 @@
-r"""How the well-known implementations scale the paper's losses, as data.
+r"""How an implementation of the paper differs from it, as data: a convention record.
 
-Every implementation computes the same two losses, but divides and multiplies them
-differently: the Gram matrix divided by :math:`N_l M_l` or by :math:`M_l`, a mean
-instead of a sum, per-layer weights of :math:`10^3/N_l^2`, the input scaled by 256
-instead of 255. Comparing gradients across implementations then drowns in constant
-factors. A :class:`Convention` states those factors so that refstyle reproduces another
-implementation's numbers exactly, while computing only the paper's losses
-(:mod:`refstyle.paper.losses`):
+Every implementation computes the same two losses, but divides and weights them
+differently (the Gram matrix divided by :math:`N_l M_l` or by :math:`M_l`, a mean instead
+of a sum, per-layer weights of :math:`10^3/N_l^2`, the input scaled by 256 instead of
+255), taps other layers, pools with other rounding, and optimises its image in another
+space. A convention states all of that in a JSON record (``refstyle/paper/records/``
+for the implementations refstyle knows, or a user's own file, ``--convention FILE``),
+and refstyle reproduces that implementation's numbers exactly while computing only the
+paper's losses (:mod:`refstyle.paper.losses`). With the symbols of
+:mod:`refstyle.paper.expressions` and a record's ``divide_by`` formulas :math:`D`:
 
-- each image's Gram matrix is divided by ``gram_divisor(N_l, M_l)`` *with that image's
-  own* :math:`M_l` before the two are compared (so with an artwork of another size
-  than the generated image, the target is rescaled by
-  :math:`g(N_l, M_l^x) / g(N_l, M_l^a)`);
-- a layer's content term is the paper's :math:`L_\text{content}` times
-  ``content_factor(N_l, M_l)``; its style term is the paper's :math:`E_l` (computed
-  against the rescaled target) times ``style_factor(N_l, M_l)``;
-- the totals are :math:`\alpha \sum L + \beta \sum_l w_l E_l` with the convention's
-  default :math:`\alpha`, :math:`\beta` and :math:`w_l` unless given.
+- content, one term per layer: :math:`\sum_{ij}(F^l - P^l)^2 / D_c`. The paper's
+  :math:`L_\text{content} = \frac12\sum(F-P)^2` has :math:`D_c = 2`, so the objective
+  multiplies the paper's term by :math:`2/D_c` (:meth:`Convention.content_factor`);
+- style: each image's Gram matrix divided by :math:`g` (``gram_divide_by``, with that
+  image's own :math:`M_l`), then :math:`\sum_{ij}(\hat G^l - \hat A^l)^2 / D_s`. The
+  paper's :math:`E_l = \sum(G-A)^2/(4N_l^2M_l^2)` has :math:`g = 1`,
+  :math:`D_s = 4N_l^2M_l^2`; the objective computes :math:`E_l` against the target
+  :math:`g\hat A^l` and multiplies it by :math:`4N_l^2M_l^2/(g^2 D_s)`
+  (:meth:`Convention.style_factor`);
+- the total: :math:`\alpha \sum_l c_l\,(\text{content term}) + \beta \sum_l w_l\,(\text{style term})`
+  (+ the total-variation term in the record's form), with the record's :math:`\alpha`,
+  :math:`\beta`, content layer weights :math:`c_l` and style layer weights :math:`w_l`.
 
-For example, jcjohnson's style term is :math:`\frac{1}{N^2}\sum_{ij}(G_{ij}/NM - A_{ij}/NM)^2
-= \frac{4}{N^2} \cdot \frac{1}{4N^2M^2}\sum_{ij}(G_{ij}-A_{ij})^2`, so ``style_factor`` is
-:math:`4/N^2`. ``docs/conventions.md`` has the full table.
+For example, jcjohnson's style term, the mean over the :math:`N_l^2` entries of
+:math:`(G/N_lM_l - A/N_lM_l)^2`, has :math:`g = N_lM_l`, :math:`D_s = N_l^2`: the factor is
+:math:`4/N_l^2`. ``docs/conventions.md`` has every record's table and the lines of code
+each number comes from.
+
+A record's fields (every one but ``name`` optional, the paper's value by default):
+
+``name``, ``description``, ``source`` (where the implementation's code is: repository,
+path, commit), ``differences`` (a list of sentences, each a difference from the paper and
+the line it comes from);
+``image``: the space :math:`\vec x` is optimised in, a name of :data:`refstyle.nn.inputs.INPUTS`
+or ``{"channels", "range", "mean", "std"}``, whose ``mean`` may be ``"weights"`` (the
+weights file's own mean pixel, as a MatConvNet file states it);
+``feed``: what ``conv1_1`` is fed: ``null`` (the input the weights were trained on),
+``"image"`` (:math:`\vec x` as it is, whatever the weights expect), or a space; the zero
+padding is in that space;
+``names``: how the implementation names layers (:data:`NAMINGS`); ``pooling``, ``rounding``;
+``alpha``, ``beta``;
+``content``: ``{"layers", "weights", "divide_by"}``; ``style``: ``{"layers", "weights",
+"normalise_weights", "gram_divide_by", "divide_by"}``, where ``weights`` is a list (one per
+layer) or a formula of ``N``, ``n``, ``k``;
+``tv``: ``{"form", "weight", "in_loss"}`` with a form of :data:`refstyle.paper.losses.TV_FORMS`.
 """
 
+import json
 import math
+import os
 import re
-from typing import Callable, NamedTuple
+from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import RefstyleError
 from ..nn.arch import PRE_RELU, conv_layers
-from ..nn.inputs import CAFFE_INPUT, LUA_INPUT, RGB01_INPUT, TORCHVISION_INPUT
+from ..nn.inputs import INPUTS, describe_input, is_input_convention
+from ..nn.layers import POOLINGS, ROUNDINGS
+from .expressions import Expression
+from .losses import TV_FORMS
 
 # The paper's settings (SPEC §3), written once: the API, the command line and the figures take them from here.
 PAPER_CONTENT_LAYERS = ("conv4_2",)
@@ -40,40 +70,19 @@ PAPER_SIZE = 512  # the longer side of the images, in pixels (the CVPR paper's 5
 PAPER_ITERS = 500  # L-BFGS iterations
 PAPER_MAXCOR = 20  # L-BFGS history, as in the author's DeepTextures code
 
-
-class Convention(NamedTuple):
-    name: str
-    description: str
-    gram_divisor: Callable  # (N_l, M_l) -> divisor of each image's Gram matrix
-    content_factor: Callable  # (N_l, M_l) -> multiplier of the paper's content loss
-    style_factor: Callable  # (N_l, M_l) -> multiplier of the paper's E_l
-    alpha: float  # default content weight
-    beta: float  # default style weight
-    layer_weight: Callable  # (N_l, number of style layers) -> default w_l
-    image: dict  # the space the image x is optimised in (refstyle.nn.inputs): Caffe's, ×256, RGB 0..1
-    content_layers: tuple  # refstyle tap names: "conv4_2" after the ReLU, "conv4_2:pre" before it
-    style_layers: tuple
-    pooling: str
-    rounding: str = "ceil"  # pooling's output size for an odd side: Caffe's "ceil" or PyTorch's "floor"
-    names: Callable = None  # (the implementation's layer name, arch) -> refstyle tap name, or None
-    tv: str = "squared"  # the total-variation term's form (refstyle.paper.losses.TV_FORMS)
-    tv_weight: float = 0.0  # its default weight
-    tv_in_loss: bool = True  # whether the reported loss includes it (neural-style's Lua adds its gradient only)
-    feed: dict = None  # what the implementation feeds conv1_1, whatever its weights were trained on:
-    #                    None (the paper, refstyle) maps the image into the weights' own input space
+RECORDS_DIR = Path(__file__).resolve().parent / "records"  # the built-in records, shipped with the package
+FROM_WEIGHTS = "weights"  # an image space's "mean": the weights file's own mean pixel
+FEED_IMAGE = "image"  # a record's "feed": conv1_1 takes x as it is
 
 
-def _mse_content(N, M):
-    # mean over the N·M entries of (F - P)^2 = 2/(N M) · ½ Σ (F - P)^2
-    return 2.0 / (N * M)
-
+# --- the implementations' layer names ---------------------------------------------------
 
 _CAFFE_NAME = re.compile(r"^(relu|conv)([1-5])_([1-4])$")
 _TORCH_NAME = re.compile(r"^(conv|relu)_(\d+)$")
 
 
 def neural_style_names(name, arch):
-    """neural-style's names (Lua and PyTorch): ``reluB_K``, the response after the ReLU, is refstyle's ``convB_K``.
+    """neural-style's names (Lua and PyTorch), anishathalye's too: ``reluB_K``, after the ReLU, is refstyle's ``convB_K``.
 
     neural-style's ``convB_K`` is the output *before* the ReLU, but refstyle's ``convB_K`` is
     Caffe's, after it: that name keeps refstyle's meaning, and the output before the ReLU
@@ -101,122 +110,295 @@ def gatys_names(name, arch):
     return None if m is None else f"conv{m.group(1)}_{m.group(2)}"
 
 
-_NEURAL_STYLE = dict(
-    gram_divisor=lambda N, M: float(N * M),
-    content_factor=_mse_content,
-    style_factor=lambda N, M: 4.0 / N**2,
-    alpha=5.0,
-    beta=100.0,
-    layer_weight=lambda N, n: 1.0,
-    content_layers=PAPER_CONTENT_LAYERS,
-    style_layers=PAPER_STYLE_LAYERS,
-    pooling="max",
-    names=neural_style_names,
-    tv_weight=1e-3,
-)
+def keras_names(name, arch):
+    """Keras's ``blockB_convK``: a convolution with its ReLU built in (``activation="relu"``), refstyle's ``convB_K``."""
+    m = re.match(r"^block([1-5])_conv([1-4])$", name)
+    return None if m is None else f"conv{m.group(1)}_{m.group(2)}"
 
-CONVENTIONS = {
-    c.name: c
-    for c in [
-        Convention(
-            "paper",
-            "Gatys, Ecker & Bethge 2015/2016: L = α ½Σ(F−P)² + β Σ w_l Σ(G−A)²/(4N²M²)",
-            gram_divisor=lambda N, M: 1.0,
-            content_factor=lambda N, M: 1.0,
-            style_factor=lambda N, M: 1.0,
-            alpha=PAPER_RATIO,
-            beta=1.0,
-            layer_weight=lambda N, n: 1.0 / n,
-            image=CAFFE_INPUT,
-            content_layers=PAPER_CONTENT_LAYERS,
-            style_layers=PAPER_STYLE_LAYERS,
-            pooling=PAPER_POOLING,
-        ),
-        Convention(
-            "neural-style",
-            "jcjohnson/neural-style (Lua Torch): MSE of F; Gram / (N·M), MSE over N²; content_weight 5, "
-            "style_weight 100; image ×256 (BGR, minus the mean pixel); max pooling in ceil mode (loadcaffe's); "
-            "tv_weight 1e-3, whose squared TV enters the gradient, not the reported loss",
-            image=LUA_INPUT,
-            feed=LUA_INPUT,  # the ×256 image itself, into weights trained on ×255
-            rounding="ceil",
-            tv="neural-style",
-            tv_in_loss=False,
-            **_NEURAL_STYLE,
-        ),
-        Convention(
-            "neural-style-pt",
-            "ProGamerGov/neural-style-pt: as neural-style (image ×256, the same losses and weights), but "
-            "PyTorch's pooling in floor mode and an L1 total variation (tv_weight 1e-3) in the loss",
-            image=LUA_INPUT,
-            feed=LUA_INPUT,
-            rounding="floor",
-            tv="l1",
-            **_NEURAL_STYLE,
-        ),
-        Convention(
-            "pytorch-tutorial",
-            "PyTorch's 'Neural Transfer Using PyTorch' tutorial: F.mse_loss of F; Gram / (N·M), mse_loss "
-            "over N²; content_weight 1, style_weight 1e6; taps the convolutions before their ReLU (conv_4; "
-            "conv_1 … conv_5); the image RGB 0..1, normalised by ImageNet's mean and std inside its model; "
-            "torchvision's VGG19 with max pooling (floor)",
-            gram_divisor=lambda N, M: float(N * M),
-            content_factor=_mse_content,
-            style_factor=lambda N, M: 4.0 / N**2,
-            alpha=1.0,
-            beta=1e6,
-            layer_weight=lambda N, n: 1.0,
-            image=RGB01_INPUT,
-            feed=TORCHVISION_INPUT,  # its Normalization module: (x − mean)/std, then conv1_1
-            content_layers=("conv2_2" + PRE_RELU,),
-            style_layers=tuple(name + PRE_RELU for name in ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1")),
-            pooling="max",
-            rounding="floor",
-            names=tutorial_names,
-        ),
-        Convention(
-            "gatys-pytorch",
-            "Gatys's PytorchNeuralStyleTransfer notebook: MSE of F; Gram / M, MSELoss over N²; "
-            "style weights 1e3/N_l², content weight 1; Caffe input (BGR, 0..255, mean pixel); max pooling (floor)",
-            gram_divisor=lambda N, M: float(M),
-            content_factor=_mse_content,
-            style_factor=lambda N, M: 4.0,
-            alpha=1.0,
-            beta=1.0,
-            layer_weight=lambda N, n: 1e3 / N**2,
-            image=CAFFE_INPUT,
-            feed=CAFFE_INPUT,
-            content_layers=PAPER_CONTENT_LAYERS,
-            style_layers=PAPER_STYLE_LAYERS,
-            pooling="max",
-            rounding="floor",
-            names=gatys_names,
-        ),
-    ]
+
+# A record's "names": how its implementation names the layers it taps ("caffe": as refstyle does).
+NAMINGS = {"caffe": None, "neural-style": neural_style_names, "pytorch-tutorial": tutorial_names,
+           "gatys": gatys_names, "keras": keras_names}
+
+
+# --- the record --------------------------------------------------------------------------
+
+
+class Convention(NamedTuple):
+    """A convention record, checked and parsed (see the module docstring for each field)."""
+
+    name: str
+    description: str
+    image: dict  # the space x is optimised in; its "mean" may be FROM_WEIGHTS
+    feed: object  # None (the weights' own input), FEED_IMAGE, or a space
+    names: str  # a key of NAMINGS
+    pooling: str
+    rounding: str
+    alpha: float
+    beta: float
+    content_layers: tuple  # refstyle tap names or the implementation's own
+    content_weights: object  # an Expression of N, n, k, or a tuple of numbers
+    content_divisor: Expression  # D_c
+    style_layers: tuple
+    layer_weights: object  # an Expression of N, n, k, or a tuple of numbers
+    normalise_weights: bool  # w_l divided by their sum
+    gram_divisor: Expression  # g, of N and the image's own M
+    style_divisor: Expression  # D_s
+    tv: str  # a key of TV_FORMS
+    tv_weight: float
+    tv_in_loss: bool  # whether the reported loss includes the TV term (neural-style's Lua adds its gradient only)
+    source: dict = None
+    differences: tuple = ()
+    path: str = None  # the file it was read from
+
+    def content_factor(self, N, M, H, W):
+        r"""What the paper's :math:`\frac12\sum(F-P)^2` is multiplied by: :math:`2/D_c`."""
+        return 2.0 / self.content_divisor(N=N, M=M, H=H, W=W)
+
+    def gram_scale(self, N, M):
+        """The divisor :math:`g` of an image's Gram matrix, with that image's own :math:`M_l`."""
+        return self.gram_divisor(N=N, M=M)
+
+    def style_factor(self, N, M, H, W):
+        r"""What the paper's :math:`E_l` (against the target :math:`g\hat A`) is multiplied by: :math:`4N^2M^2/(g^2 D_s)`."""
+        g = self.gram_scale(N, M)
+        return 4.0 * N**2 * M**2 / (g**2 * self.style_divisor(N=N, M=M, H=H, W=W))
+
+    def style_layer_weights(self, layers, N):
+        """``{layer: w_l}`` of the style layers (``N``: each one's filter count), the record's rule or list."""
+        return _layer_weights(self.layer_weights, layers, N, self.normalise_weights, "style")
+
+    def content_layer_weights(self, layers, N):
+        """``{layer: c_l}`` of the content layers (``N``: each one's filter count)."""
+        return _layer_weights(self.content_weights, layers, N, False, "content")
+
+    def image_space(self, weights_input=None):
+        """The space x is optimised in, with a mean taken from the weights where the record says so."""
+        return _resolve_mean(self.image, weights_input, self.name)
+
+    def feed_space(self, weights_input=None):
+        """What conv1_1 is fed: None (the weights' own input) or a space."""
+        if self.feed is None:
+            return None
+        if self.feed == FEED_IMAGE:
+            return self.image_space(weights_input)
+        return _resolve_mean(self.feed, weights_input, self.name)
+
+
+def _layer_weights(rule, layers, N, normalise, what):
+    layers = list(layers)
+    if isinstance(rule, Expression):
+        weights = [rule(N=N[k], n=len(layers), k=k) for k in range(len(layers))]
+    else:
+        if len(rule) != len(layers):
+            raise RefstyleError(f"the convention lists {len(rule)} {what} layer weights for {len(layers)} {what} layers: "
+                                f"give the weights for these layers")
+        weights = [float(w) for w in rule]
+    if normalise:
+        total = sum(weights)
+        if not total > 0:
+            raise RefstyleError(f"the {what} layer weights sum to {total:g}: they cannot be normalised")
+        weights = [w / total for w in weights]
+    return dict(zip(layers, weights))
+
+
+def _resolve_mean(space, weights_input, name):
+    space = dict(space)
+    if space.get("mean") != FROM_WEIGHTS:
+        return space
+    if weights_input is None:
+        raise RefstyleError(f"the convention {name} takes its mean pixel from the weights file: give the weights")
+    if "std" in weights_input or "std" in space:
+        raise RefstyleError(f"the convention {name} takes its mean pixel from weights whose input divides by a std: "
+                            "state the image space's mean in the record")
+    w_order = weights_input["channels"].upper()
+    s_w = float(weights_input["range"][1]) / 255.0
+    s = float(space["range"][1]) / 255.0
+    pixel = {ch: float(m) / s_w for ch, m in zip(w_order, weights_input["mean"])}  # 0..255 units
+    space["mean"] = [s * pixel[ch] for ch in space["channels"].upper()]
+    return space
+
+
+# The paper's values of every field: a record states only where its implementation differs.
+PAPER = {
+    "description": "",
+    "image": "caffe",
+    "feed": None,
+    "names": "caffe",
+    "pooling": PAPER_POOLING,
+    "rounding": "ceil",
+    "alpha": PAPER_RATIO,
+    "beta": 1.0,
+    "content": {"layers": list(PAPER_CONTENT_LAYERS), "weights": "1", "divide_by": "2"},
+    "style": {"layers": list(PAPER_STYLE_LAYERS), "weights": "1/n", "normalise_weights": False,
+              "gram_divide_by": "1", "divide_by": "4*N^2*M^2"},
+    "tv": {"form": "squared", "weight": 0.0, "in_loss": True},
 }
+_TOP = set(PAPER) | {"name", "source", "differences"}
 
-# Names that earlier versions used.
-ALIASES = {"jcjohnson": "neural-style"}
+
+def _bad(where, field, expected, value):
+    return RefstyleError(f"{where}: field {field!r}: expected {expected}, not {json.dumps(value, default=str)}")
+
+
+def _number(where, field, v, positive=False):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
+        raise _bad(where, field, "a positive number" if positive else "a number ≥ 0", v)
+    return float(v)
+
+
+def _space(where, field, v, allow_feed=False):
+    if allow_feed and (v is None or v == FEED_IMAGE):
+        return v
+    if isinstance(v, str) and v in INPUTS:
+        return dict(INPUTS[v])
+    if isinstance(v, dict) and v.get("mean") == FROM_WEIGHTS and is_input_convention({**v, "mean": [0, 0, 0]}):
+        return dict(v)
+    if is_input_convention(v):
+        return dict(v)
+    names = ", ".join(INPUTS) + (f", {FEED_IMAGE!r} or null" if allow_feed else "")
+    raise _bad(where, field, f"one of {names}, or {{\"channels\": \"RGB\"|\"BGR\", \"range\": [0, R], "
+               f"\"mean\": [m1, m2, m3] or \"weights\", optional \"std\": [s1, s2, s3]}}", v)
+
+
+def _layers(where, field, v):
+    if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+        raise _bad(where, field, "a list of layer names such as [\"conv4_2\"]", v)
+    return tuple(v)
+
+
+def _weights(where, field, v, n):
+    if isinstance(v, list):
+        if len(v) != n:
+            raise _bad(where, field, f"{n} numbers (one per layer) or a formula of N, n, k", v)
+        return tuple(_number(where, field, w) for w in v)
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        v = repr(float(v))
+    return Expression(v, ("N", "n", "k"), f"{where}: field {field!r}")
+
+
+def _part(where, key, data, fields):
+    part = data.get(key, {})
+    if not isinstance(part, dict):
+        raise _bad(where, key, "an object with " + ", ".join(fields), part)
+    unknown = set(part) - set(fields)
+    if unknown:
+        raise RefstyleError(f"{where}: field {key!r} has unknown key(s) {', '.join(sorted(unknown))} "
+                            f"(known: {', '.join(fields)})")
+    return {**PAPER[key], **part}
+
+
+def parse_record(data, where="the convention record"):
+    """A :class:`Convention` from a record (a dict, as read from JSON); one line naming the field if it is wrong."""
+    if not isinstance(data, dict):
+        raise RefstyleError(f"{where}: a convention record is a JSON object with at least a 'name'")
+    unknown = set(data) - _TOP
+    if unknown:
+        raise RefstyleError(f"{where}: unknown field(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(_TOP))})")
+    name = data.get("name")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise _bad(where, "name", "a name of letters, digits, '.', '_' and '-'", name)
+    d = {**PAPER, **data}
+    for field, choices in (("pooling", POOLINGS), ("rounding", ROUNDINGS), ("names", tuple(NAMINGS))):
+        if d[field] not in choices:
+            raise _bad(where, field, "one of " + ", ".join(map(repr, choices)), d[field])
+    content = _part(where, "content", data, ("layers", "weights", "divide_by"))
+    style = _part(where, "style", data, ("layers", "weights", "normalise_weights", "gram_divide_by", "divide_by"))
+    tv = _part(where, "tv", data, ("form", "weight", "in_loss"))
+    content_layers = _layers(where, "content.layers", content["layers"])
+    style_layers = _layers(where, "style.layers", style["layers"])
+    if tv["form"] not in TV_FORMS:
+        raise _bad(where, "tv.form", "one of " + ", ".join(map(repr, TV_FORMS)), tv["form"])
+    for field, v in (("style.normalise_weights", style["normalise_weights"]), ("tv.in_loss", tv["in_loss"])):
+        if not isinstance(v, bool):
+            raise _bad(where, field, "true or false", v)
+    for field in ("description",):
+        if not isinstance(d[field], str):
+            raise _bad(where, field, "a string", d[field])
+    if not isinstance(d.get("source") or {}, dict):
+        raise _bad(where, "source", "an object (repository, path, commit)", d["source"])
+    differences = d.get("differences") or []
+    if not isinstance(differences, list) or not all(isinstance(s, str) for s in differences):
+        raise _bad(where, "differences", "a list of sentences", differences)
+    return Convention(
+        name=name,
+        description=d["description"],
+        image=_space(where, "image", d["image"]),
+        feed=_space(where, "feed", d["feed"], allow_feed=True),
+        names=d["names"],
+        pooling=d["pooling"],
+        rounding=d["rounding"],
+        alpha=_number(where, "alpha", d["alpha"]),
+        beta=_number(where, "beta", d["beta"]),
+        content_layers=content_layers,
+        content_weights=_weights(where, "content.weights", content["weights"], len(content_layers)),
+        content_divisor=Expression(content["divide_by"], ("N", "M", "H", "W"), f"{where}: field 'content.divide_by'"),
+        style_layers=style_layers,
+        layer_weights=_weights(where, "style.weights", style["weights"], len(style_layers)),
+        normalise_weights=style["normalise_weights"],
+        gram_divisor=Expression(style["gram_divide_by"], ("N", "M"), f"{where}: field 'style.gram_divide_by'"),
+        style_divisor=Expression(style["divide_by"], ("N", "M", "H", "W"), f"{where}: field 'style.divide_by'"),
+        tv=tv["form"],
+        tv_weight=_number(where, "tv.weight", tv["weight"]),
+        tv_in_loss=tv["in_loss"],
+        source=d.get("source"),
+        differences=tuple(differences),
+    )
+
+
+def read_record(path):
+    """A :class:`Convention` from a JSON file; one clear line if it is missing, not JSON, or wrong."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise RefstyleError(f"{path}: no such convention file") from None
+    except IsADirectoryError:
+        raise RefstyleError(f"{path}: is a folder, not a convention .json file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RefstyleError(f"{path}: not a readable JSON convention record ({e})") from None
+    return parse_record(data, path)._replace(path=path)
+
+
+def _builtin():
+    records = {}
+    for path in sorted(RECORDS_DIR.glob("*.json")):
+        c = read_record(path)
+        if c.name != path.stem:
+            raise RefstyleError(f"{path}: its name {c.name!r} is not its file name")
+        records[c.name] = c._replace(path=None)  # a built-in record is known by its name
+    return records
+
+
+CONVENTIONS = _builtin()  # the built-in records, by name
+if "paper" not in CONVENTIONS:  # an install without its package data
+    raise ImportError(f"refstyle's convention records are missing from {RECORDS_DIR}: reinstall refstyle")
+ALIASES = {"jcjohnson": "neural-style"}  # names that earlier versions used
+
+
+def get_convention(name):
+    """The :class:`Convention` of a built-in name, or read from a record file (a path); a clear error otherwise."""
+    if isinstance(name, Convention):
+        return name
+    name = os.fspath(name)
+    if name in CONVENTIONS or name in ALIASES:
+        return CONVENTIONS[ALIASES.get(name, name)]
+    if name.endswith(".json") or os.path.sep in name or os.path.exists(name):
+        return read_record(name)
+    raise RefstyleError(f"unknown convention {name!r}: choose one of {', '.join(CONVENTIONS)}, or give a record "
+                        "file (NAME.json, see docs/conventions.md)")
 
 
 def tap_of(convention, name, arch):
     """refstyle's tap for a layer name as refstyle (``conv4_2``, ``conv4_2:pre``) or the convention's implementation writes it."""
     convention = get_convention(convention)
-    if convention.names is not None:
-        tap = convention.names(name, arch)
+    names = NAMINGS[convention.names]
+    if names is not None:
+        tap = names(name, arch)
         if tap is not None:
             return tap
     return name
-
-
-def get_convention(name):
-    """The :class:`Convention` of that name, or a clear error listing the known ones."""
-    if isinstance(name, Convention):
-        return name
-    try:
-        return CONVENTIONS[ALIASES.get(name, name)]
-    except KeyError:
-        raise RefstyleError(f"unknown convention {name!r}: choose one of {', '.join(CONVENTIONS)}") from None
 
 
 def loss_weights(convention, alpha=None, beta=None, ratio=None):
@@ -237,3 +419,14 @@ def loss_weights(convention, alpha=None, beta=None, ratio=None):
         if not math.isfinite(value):
             raise RefstyleError(f"{name} must be a finite number, not {value}")
     return alpha, beta
+
+
+def describe_convention(c):
+    """A few lines: what a convention computes, in the paper's terms."""
+    lines = [f"{c.name}: {c.description}" if c.description else c.name,
+             f"  image x: {describe_input(c.image) if c.image.get('mean') != FROM_WEIGHTS else 'the weights mean'}",
+             f"  content {', '.join(c.content_layers)}: Σ(F−P)² / ({c.content_divisor.text}), α = {c.alpha:g}",
+             f"  style {', '.join(c.style_layers)}: G / ({c.gram_divisor.text}), Σ(Ĝ−Â)² / ({c.style_divisor.text}), "
+             f"β = {c.beta:g}",
+             f"  pooling {c.pooling} ({c.rounding}); TV {c.tv} × {c.tv_weight:g}"]
+    return "\n".join(lines)

@@ -162,5 +162,53 @@ def total_variation_neural_style(x):
     return L, dx
 
 
+def total_variation_keras(x):
+    r"""Total variation as Keras's neural style transfer example writes it (not in the paper).
+
+    On the interior (all but the last row and column), per channel, with
+    :math:`v_{ij} = x_{i,j} - x_{i+1,j}` and :math:`h_{ij} = x_{i,j} - x_{i,j+1}`:
+
+    .. math:: L_\text{TV} = \sum_{c,i,j} (v_{ij}^2 + h_{ij}^2)^{1.25}, \qquad
+              \frac{\partial}{\partial v_{ij}} = 2.5\, (v_{ij}^2 + h_{ij}^2)^{0.25}\, v_{ij}
+
+    Returns ``(L_TV, dx)``.
+    """
+    xp = array_module(x)
+    corner = x[:, :, :-1, :-1]
+    v = corner - x[:, :, 1:, :-1]
+    h = corner - x[:, :, :-1, 1:]
+    s = v * v + h * h
+    L = _sum64(s ** 1.25)
+    k = 2.5 * s ** 0.25
+    dx = xp.zeros_like(x)
+    dx[:, :, :-1, :-1] += k * (v + h)
+    dx[:, :, 1:, :-1] -= k * v
+    dx[:, :, :-1, 1:] -= k * h
+    return L, dx
+
+
+def total_variation_mean_squares(x):
+    r"""Total variation as anishathalye/neural-style writes it: the means of the squared differences (not in the paper).
+
+    .. math:: L_\text{TV} = \frac{1}{|v|} \sum_{c,i,j} v_{ij}^2 + \frac{1}{|h|} \sum_{c,i,j} h_{ij}^2
+
+    with :math:`v_{ij} = x_{i+1,j} - x_{i,j}` over its :math:`|v| = 3(H-1)W` entries and
+    :math:`h_{ij} = x_{i,j+1} - x_{i,j}` over its :math:`|h| = 3H(W-1)` (``2 * l2_loss(d) / size``
+    of each). Returns ``(L_TV, dx)``.
+    """
+    xp = array_module(x)
+    dv = x[:, :, 1:, :] - x[:, :, :-1, :]
+    dh = x[:, :, :, 1:] - x[:, :, :, :-1]
+    nv, nh = max(dv.size, 1), max(dh.size, 1)
+    L = _sum64(dv * dv) / nv + _sum64(dh * dh) / nh
+    dx = xp.zeros_like(x)
+    dx[:, :, 1:, :] += (2.0 / nv) * dv
+    dx[:, :, :-1, :] -= (2.0 / nv) * dv
+    dx[:, :, :, 1:] += (2.0 / nh) * dh
+    dx[:, :, :, :-1] -= (2.0 / nh) * dh
+    return L, dx
+
+
 # The forms a convention's total-variation term takes, by name.
-TV_FORMS = {"squared": total_variation, "l1": total_variation_l1, "neural-style": total_variation_neural_style}
+TV_FORMS = {"squared": total_variation, "l1": total_variation_l1, "neural-style": total_variation_neural_style,
+            "keras": total_variation_keras, "mean-squares": total_variation_mean_squares}

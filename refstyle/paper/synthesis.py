@@ -13,23 +13,27 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..errors import ImageError, RefstyleError
-from ..nn.arch import ARCHS, is_conv
+from ..nn.arch import ARCHS, is_conv, split_tap
 from ..nn.inputs import CAFFE_INPUT
-from .conventions import get_convention
+from .conventions import tap_of
 from .images import deprocess, fit_longer, load_image, preprocess, resize, round_half_up, white_noise
 from .objective import build_objective
 from .optimize import minimize_image
 from .settings import INITS, Settings
 
 
+def _position(tap, arch):
+    return ARCHS[arch].index(split_tap(tap)[0])
+
+
 def minimum_size(layers, arch="vgg19"):
-    """The smallest image side at which every requested layer still has at least 2×2 positions.
+    """The smallest image side at which every requested layer (or tap, ``conv2_2:pre``) still has at least 2×2 positions.
 
     With Caffe's ceil-mode pooling any size reaches every layer, but a layer with
     fewer than 2×2 positions carries no spatial structure; after ``k`` poolings a side
     of ``2^k + 1`` keeps 2.
     """
-    poolings = max((sum(not is_conv(n) for n in ARCHS[arch][: ARCHS[arch].index(name)]) for name in layers), default=0)
+    poolings = max((sum(not is_conv(n) for n in ARCHS[arch][: _position(name, arch)]) for name in layers), default=0)
     return 2**poolings + 1 if poolings else 1
 
 
@@ -37,7 +41,7 @@ def check_size(shape, layers, arch, what="the image", fix="use a larger --size o
     """Raise a clear error when an image is too small for the deepest requested layer."""
     need = minimum_size(layers, arch)
     if min(shape) < need:
-        deepest = max(layers, key=ARCHS[arch].index)
+        deepest = max(layers, key=lambda tap: _position(tap, arch))
         raise ImageError(
             f"{what} is {shape[0]}×{shape[1]} pixels, too small for {deepest}: it needs at least {need} pixels "
             f"on each side ({fix})"
@@ -123,7 +127,8 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
     if s.style_scale <= 0:
         raise ImageError(f"--style-scale must be positive, not {s.style_scale}")
     reference = photo if photo is not None else artworks[0]
-    layers = list(s.content_layers if alpha else []) + list(s.style_layers if beta else [])
+    taps = lambda names: [tap_of(s.convention, name, net.arch) for name in names]  # noqa: E731 (the convention's names)
+    layers = taps(s.content_layers if alpha else []) + taps(s.style_layers if beta else [])
     space = net.image  # the space the image is optimised in (build_objective checks it is the convention's)
     x, results = None, []
     for k, side in enumerate(scale_sizes(s.size, s.scales)):
@@ -136,7 +141,7 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
         a_side = max(1, round_half_up(max(shape) * s.style_scale))
         a_rgbs = [resize(a, fit_longer(a.shape[:2], a_side)) for a in artworks]
         for a in a_rgbs:
-            check_size(a.shape[:2], s.style_layers, net.arch, "the artwork", fix + ", or a larger --style-scale")
+            check_size(a.shape[:2], taps(s.style_layers), net.arch, "the artwork", fix + ", or a larger --style-scale")
         if on_scale is not None:
             on_scale(k, shape)
         objective = build_objective(net, p_rgb, a_rgbs, s)
