@@ -252,3 +252,27 @@ def test_anishathalye(tmp_path, capsys, shape):
     ours, _ = run_grad(tmp_path, capsys, tmp_path / "vgg19-rgb.npz", "anishathalye", photo, art, x)
     assert json.loads(str(ours["image"]))["mean"] == list(mean)  # the weights file's mean is the image space's
     agree(ours, loss, grad)
+
+
+def test_compare_names_the_image_scale_and_the_record_that_fixes_it(tmp_path, capsys):
+    """Today's neural-style-pt (×255) against refstyle's record of its older ×256 code: the same x, targets 256/255
+    apart. compare says so, and names the record that reproduces B, instead of blaming an affine map of x."""
+    torch = require_torch()
+    photo, art, start, rng = images((32, 32), 9)
+    state = peers.neural_style_pt_state_dict(float32_layers(rng))
+    peers.save_state_dict(torch, state, tmp_path / "vgg19-d01eb7cb.pth")
+    space = peers.neural_style_pt_image_space  # today's ×255
+    x = space(start) + rng.standard_normal((1, 3, 32, 32))
+    loss, grad = peers.neural_style_pt(torch, state, space(photo), [space(art)], x)
+    np.savez(tmp_path / "theirs.npz", x=x, grad=grad, loss=np.float64(loss), loss_content=np.nan,  # not given
+             loss_style=np.nan)  # no `image`: Caffe's space, ×255
+    run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", "neural-style-pt-x256", photo, art, x,
+             "--weights-input", "caffe")
+    assert main(["compare", str(tmp_path / "neural-style-pt-x256.npz"), str(tmp_path / "theirs.npz")]) == 1
+    out, err = capsys.readouterr()
+    assert not err
+    assert "why: x holds the same numbers in both files" in out and "scaled 255/256 apart" in out
+    assert "B is reproduced by --convention neural-style-pt" in out and "per-channel affine map" not in out
+    ours, _ = run_grad(tmp_path, capsys, tmp_path / "vgg19-d01eb7cb.pth", "neural-style-pt", photo, art, x,
+                       "--weights-input", "caffe")
+    assert main(["compare", str(tmp_path / "neural-style-pt.npz"), str(tmp_path / "theirs.npz"), "--tol", "1e-6"]) == 0

@@ -79,8 +79,8 @@ def _numpy(t):
 
 
 def _space(image, convention):
-    if image is None:
-        return dict(CAFFE_INPUT if convention is None or convention.image is None else convention.image)
+    if image is None:  # the convention's (one whose mean comes from the weights file needs it stated: image=)
+        return dict(CAFFE_INPUT if convention is None else convention.image_space())
     if isinstance(image, str):
         return dict(input_by_name(image))
     if not is_input_convention(image):

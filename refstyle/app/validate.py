@@ -37,6 +37,7 @@ from ..errors import LayerError, RefstyleError
 from ..io import pyplot, write_npz, write_png
 from ..nn.arch import VGG19_LAYERS, block_of
 from ..nn.inputs import CAFFE_INPUT, InputStage, describe_input, is_input_convention, pixel_text
+from ..paper.conventions import CONVENTIONS, get_convention
 
 REQUIRED_KEYS = ("x", "loss", "loss_content", "loss_style", "grad")
 SEPARABLE_KEYS = ("loss_content", "loss_style")  # NaN: the writer gave only the total loss
@@ -192,7 +193,7 @@ def compare_arrays(a, b, tol=1e-4):
     converted into A's (:func:`to_image_space`).
     """
     space_a, space_b = image_space(a, "A"), image_space(b, "B")
-    converted = None
+    converted, b_as_stored = None, b
     if not InputStage(space_b, space_a).identity:
         b = to_image_space(b, space_b, space_a)
         converted = (space_b, space_a)
@@ -216,7 +217,11 @@ def compare_arrays(a, b, tol=1e-4):
         yy = float(np.sum(y * y))
         s = float(np.sum(x * y) / yy) if yy > 0 and finite else np.nan
         rows.append(Row(key, "ok" if err <= tol else "DIFF", x.shape, err, s))
-    return Comparison(rows, tol, tuple(diagnose(rows, a, b, tol)), converted)
+    reasons = diagnose(rows, a, b, tol)
+    scale = image_scale(a, b_as_stored, space_a, space_b, tol) if converted else None
+    if scale is not None:  # the same numbers in two scales: not two image spaces of one image
+        reasons = [scale] + [r for r in reasons if not r.startswith("x differs by a per-channel affine map")]
+    return Comparison(rows, tol, tuple(reasons), converted)
 
 
 def compare_files(path_a, path_b, tol=1e-4, plot=None):
@@ -399,6 +404,42 @@ def loss_definition(rows):
                 f"the loss definition at {layer} (its normalisation, layer weight, or Gram form)")
     return (f"F agrees but dF does not at {', '.join(layers)}: "
             "the loss definition at those layers (its normalisation, layer weight, or Gram form)")
+
+
+def _scale_of(space):
+    """``(R, the rest)`` of a space without a std: the top of its range, and its channels and mean numbers."""
+    if "std" in space:
+        return None
+    return float(space["range"][1]), (space["channels"].upper(), tuple(round(float(m), 9) for m in space["mean"]))
+
+
+def image_scale(a, b, space_a, space_b, tol):
+    """``x`` holds the same numbers in both files, in spaces that differ only in the pixels' scale (×255 against ×256).
+
+    Then the point is the same, but each implementation made its targets :math:`P^l`, :math:`A^l`
+    from the photograph and artworks at its own scale, so every layer's targets differ by
+    that factor: the record's ``image`` is the field at fault. Names the built-in record
+    that is A's convention with B's image space, where there is one.
+    """
+    sa, sb = _scale_of(space_a), _scale_of(space_b)
+    x, y = np.asarray(a.get("x"), np.float64), np.asarray(b.get("x"), np.float64)
+    if sa is None or sb is None or sa[0] == sb[0] or x.shape != y.shape or relative_error(x, y) > tol:
+        return None
+    if sa[1] != sb[1]:  # not the same space but for the scale
+        return None
+    text = (f"x holds the same numbers in both files, but A's image space is {describe_input(space_a)} and B's "
+            f"{describe_input(space_b)}: the same x, with targets P and A made from images scaled "
+            f"{sb[0]:g}/{sa[0]:g} apart at every layer; the convention's field image sets the scale")
+    try:
+        convention = get_convention(json.loads(str(a["settings"])).get("convention", "paper"))
+    except (KeyError, ValueError, RefstyleError):
+        return text
+    for other in CONVENTIONS.values():
+        same = other._replace(name=convention.name, description=convention.description, image=convention.image,
+                              source=convention.source, differences=convention.differences, path=convention.path)
+        if same == convention and other.name != convention.name and InputStage(other.image, space_b).identity:
+            return text + f": B is reproduced by --convention {other.name}"
+    return text + f": a record as {convention.name} with \"image\": {json.dumps(space_b)} reproduces B"
 
 
 def diagnose(rows, a, b, tol):

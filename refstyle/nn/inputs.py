@@ -8,6 +8,8 @@ Caffe's input (SPEC §1) unless told otherwise; weights trained on another input
 their convention folded into ``conv1_1``.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..errors import RefstyleError
@@ -86,18 +88,47 @@ def name_of_input(convention):
     return None
 
 
-def _affine(convention):
-    r"""``(a, c, pi)``: a convention's :math:`x_k = a_k\, p_{\pi(k)} + c_k` of the BGR pixels :math:`p` in 0..255.
+class Affine(NamedTuple):
+    r"""An image space as a map from pixels: :math:`x_k = a_k\, p_{\pi(k)} + c_k`, :math:`p` BGR in 0..255.
 
-    From :math:`x_k = (s\, p_{\pi(k)} - m_k)/\sigma_k`, :math:`s` = ``range[1]``/255:
-    :math:`a_k = s/\sigma_k`, :math:`c_k = -m_k/\sigma_k`; :math:`\pi(k)` is the BGR index of channel :math:`k`.
+    From a space's :math:`x_k = (s\, p_{\pi(k)} - m_k)/\sigma_k` with :math:`s` = ``range[1]``/255:
+    :math:`a_k = s/\sigma_k`, :math:`c_k = -m_k/\sigma_k`; ``order[k]`` :math:`= \pi(k)` is the BGR
+    index of channel :math:`k`. The one place an image space becomes arithmetic: preprocessing
+    and its inverse (:mod:`refstyle.paper.images`), the input stage below, the fold of a space
+    into ``conv1_1`` (:mod:`refstyle.weights.fold`) and a record's mean taken from the weights
+    all derive from it.
     """
-    channels = convention["channels"].upper()
-    pi = ["BGR".index(ch) for ch in channels]
-    s = float(convention["range"][1]) / 255.0
-    sigma = np.asarray(convention.get("std", [1.0, 1.0, 1.0]), dtype=np.float64)
-    m = np.asarray(convention["mean"], dtype=np.float64)
-    return s / sigma, -m / sigma, pi
+
+    order: list
+    a: np.ndarray
+    c: np.ndarray
+
+    def mean_pixel(self):
+        r"""The BGR pixel (0..255) that the space maps to 0: :math:`p_{\pi(k)} = -c_k/a_k`."""
+        q = np.empty(3)
+        q[self.order] = -self.c / self.a
+        return q
+
+
+def affine(space):
+    """The :class:`Affine` of an image space (``channels``, ``range``, ``mean``, optional ``std``)."""
+    channels = space["channels"].upper()
+    if sorted(channels) != sorted("BGR"):
+        raise RefstyleError(f"an image space with channels {channels!r}: expected RGB or BGR")
+    if space["range"][0] != 0:
+        raise RefstyleError(f"an image space with range {space['range']}: expected one starting at 0")
+    s = float(space["range"][1]) / 255.0
+    sigma = np.asarray(space.get("std", [1.0, 1.0, 1.0]), dtype=np.float64)
+    m = np.asarray(space["mean"], dtype=np.float64)
+    return Affine(["BGR".index(ch) for ch in channels], s / sigma, -m / sigma)
+
+
+def with_mean_pixel(space, pixel_bgr):
+    """``space`` (without a std) with the mean that maps the BGR pixel ``pixel_bgr`` (0..255) to 0."""
+    if "std" in space:
+        raise RefstyleError("a mean pixel cannot be set in an image space that divides by a std")
+    t = affine({**space, "mean": [0.0, 0.0, 0.0]})
+    return {**space, "mean": [float(a * pixel_bgr[i]) for a, i in zip(t.a, t.order)]}
 
 
 class InputStage:
@@ -109,7 +140,7 @@ class InputStage:
 
     .. math:: x'_k = \frac{a'_k}{a_i} (x_i - c_i) + c'_k, \qquad i = \pi^{-1}(\pi'(k))
 
-    with :func:`_affine`'s :math:`a, c, \pi` of each space. It runs before ``conv1_1``, so
+    with :func:`affine`'s :math:`a, c, \pi` of each space. It runs before ``conv1_1``, so
     the zero padding is in the weights' own space, as in the implementation they come from
     (which a fold into ``conv1_1`` cannot give on the border). Its backward is the
     transpose: :math:`\partial L/\partial x_i = (a'_k/a_i)\, \partial L/\partial x'_k`.
@@ -117,8 +148,8 @@ class InputStage:
     """
 
     def __init__(self, src, dst):
-        a, c, pi = _affine(src)
-        a2, c2, pi2 = _affine(dst)
+        pi, a, c = affine(src)
+        pi2, a2, c2 = affine(dst)
         self.src, self.dst = dict(src), dict(dst)
         self.index = [pi.index(pi2[k]) for k in range(3)]  # the source channel of each target channel
         self.scale = [float(a2[k] / a[i]) for k, i in enumerate(self.index)]

@@ -56,7 +56,7 @@ from typing import NamedTuple
 
 from ..errors import RefstyleError
 from ..nn.arch import PRE_RELU, conv_layers
-from ..nn.inputs import INPUTS, describe_input, is_input_convention
+from ..nn.inputs import INPUTS, affine, describe_input, is_input_convention, with_mean_pixel
 from ..nn.layers import POOLINGS, ROUNDINGS
 from .expressions import Expression
 from .losses import TV_FORMS
@@ -211,12 +211,7 @@ def _resolve_mean(space, weights_input, name):
     if "std" in weights_input or "std" in space:
         raise RefstyleError(f"the convention {name} takes its mean pixel from weights whose input divides by a std: "
                             "state the image space's mean in the record")
-    w_order = weights_input["channels"].upper()
-    s_w = float(weights_input["range"][1]) / 255.0
-    s = float(space["range"][1]) / 255.0
-    pixel = {ch: float(m) / s_w for ch, m in zip(w_order, weights_input["mean"])}  # 0..255 units
-    space["mean"] = [s * pixel[ch] for ch in space["channels"].upper()]
-    return space
+    return with_mean_pixel(space, affine(weights_input).mean_pixel())
 
 
 # The paper's values of every field: a record states only where its implementation differs.

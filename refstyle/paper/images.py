@@ -15,16 +15,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..errors import ImageError
 from ..io import atomic_path
-from ..nn.inputs import CAFFE_INPUT, MEAN_BGR  # noqa: F401 (MEAN_BGR: the mean pixel, for callers)
-
-
-def _space(space):
-    r"""``(channel order, s, m, σ)`` of an image space (:mod:`refstyle.nn.inputs`): :math:`x_k = (s\,p_{\pi(k)} - m_k)/\sigma_k`."""
-    order = ["RGB".index(ch) for ch in space["channels"].upper()]  # the RGB index of each channel
-    s = float(space["range"][1]) / 255.0
-    m = np.asarray(space["mean"], dtype=np.float64)
-    sigma = np.asarray(space.get("std", [1.0, 1.0, 1.0]), dtype=np.float64)
-    return order, s, m, sigma
+from ..nn.inputs import CAFFE_INPUT, MEAN_BGR, affine  # noqa: F401 (MEAN_BGR: the mean pixel, for callers)
 
 
 def preprocess(rgb, dtype="float32", space=CAFFE_INPUT):
@@ -40,9 +31,10 @@ def preprocess(rgb, dtype="float32", space=CAFFE_INPUT):
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ImageError(f"preprocess takes an RGB image of shape (H, W, 3), not {rgb.shape}")
-    order, s, m, sigma = _space(space)
-    x = (rgb[:, :, order].astype(np.float64) * s - m) / sigma
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None]).astype(dtype)
+    t = affine(space)
+    bgr = rgb[:, :, ::-1].astype(np.float64)
+    x = np.stack([t.a[k] * bgr[:, :, i] + t.c[k] for k, i in enumerate(t.order)])
+    return np.ascontiguousarray(x[None]).astype(dtype)
 
 
 def deprocess(x, space=CAFFE_INPUT):
@@ -56,12 +48,10 @@ def deprocess(x, space=CAFFE_INPUT):
     x = to_numpy(x)
     if x.ndim != 4 or x.shape[:2] != (1, 3):
         raise ImageError(f"deprocess takes a 1×3×H×W network input, not {x.shape}")
-    order, s, m, sigma = _space(space)
-    values = x[0].astype(np.float64).transpose(1, 2, 0) * sigma + m
-    if s != 1.0:
-        values /= s
-    rgb = np.empty_like(values)
-    rgb[:, :, order] = values
+    t = affine(space)
+    rgb = np.empty(x.shape[2:] + (3,))
+    for k, i in enumerate(t.order):  # p_{π(k)} = (x_k − c_k)/a_k, BGR index i is RGB index 2 − i
+        rgb[:, :, 2 - i] = (x[0, k].astype(np.float64) - t.c[k]) / t.a[k]
     return rgb
 
 

@@ -8,11 +8,9 @@ difference: :func:`to_caffe_input` says how, and where it is not exact (the bord
 
 import numpy as np
 
-from ..errors import WeightsError
-from ..nn.inputs import CAFFE_INPUT, describe_input, is_caffe_input, pixel_text
+from ..errors import RefstyleError, WeightsError
+from ..nn.inputs import CAFFE_INPUT, affine, describe_input, is_caffe_input, pixel_text
 from .model import Weights
-
-_BGR = "BGR"
 
 
 def take_caffe_input(weights):
@@ -75,15 +73,10 @@ def to_caffe_input(layers, convention):
     a new ``conv1_1`` (computed in float64, stored in ``W``'s dtype) and the other
     layers as they were, and a one-line note saying what was folded.
     """
-    channels = convention["channels"].upper()
-    if sorted(channels) != sorted(_BGR):
-        raise WeightsError(f"an input convention with channels {channels!r}: expected RGB or BGR")
-    if convention["range"][0] != 0:
-        raise WeightsError(f"an input convention with range {convention['range']}: expected one starting at 0")
-    perm = [_BGR.index(ch) for ch in channels]  # pi(k): the BGR index of channel k
-    s = float(convention["range"][1]) / 255.0
-    m = np.asarray(convention["mean"], dtype=np.float64)
-    sigma = np.asarray(convention.get("std", [1.0, 1.0, 1.0]), dtype=np.float64)
+    try:
+        t = affine(convention)  # x'_k = a_k p_{π(k)} + c_k: a_k = s/σ_k, and the convention's mean pixel q = −c/a
+    except RefstyleError as e:
+        raise WeightsError(str(e).replace("an image space", "an input convention")) from None
     mu = np.asarray(CAFFE_INPUT["mean"], dtype=np.float64)
     if is_caffe_input(convention):
         return dict(layers), "the weights already take Caffe's input: nothing folded"
@@ -93,9 +86,8 @@ def to_caffe_input(layers, convention):
     W, b = layers["conv1_1"]
     W64 = np.asarray(W, dtype=np.float64)
     W_new = np.empty_like(W64)
-    W_new[:, perm] = W64 * (s / sigma)[None, :, None, None]
-    q = np.empty(3)
-    q[perm] = m / s  # the convention's mean pixel, BGR, 0..255
+    W_new[:, t.order] = W64 * t.a[None, :, None, None]
+    q = t.mean_pixel()  # the convention's mean pixel, BGR, 0..255
     b_new = np.asarray(b, dtype=np.float64) + np.einsum("ocuv,c->o", W_new, mu - q)
 
     folded = dict(layers)
