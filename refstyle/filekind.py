@@ -54,7 +54,7 @@ TORCH_LEGACY = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 NAMES = {
     "empty": "an empty file",
     "zip": "a zip archive",
-    "zip-truncated": "a zip archive cut short (its directory at the end is missing)",
+    "zip-truncated": "a zip archive cut short or damaged (its directory at the end is unreadable)",
     "torch-zip": "a PyTorch checkpoint (zip)",
     "npz": "a NumPy .npz archive",
     "pickle": "a Python pickle",
