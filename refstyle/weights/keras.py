@@ -20,8 +20,8 @@ spatially flipped kernels: the released ``..._th_dim_ordering_th_kernels.h5`` fi
 whose kernels are ``(out, in, kh, kw)``. They are read, flipped back:
 ``W = kernel[:, :, ::-1, ::-1]`` (what Keras's ``convert_kernel`` does, and what
 ``load_weights`` applies to a file whose ``backend`` attribute says ``theano``). A
-kernel is taken as Theano's when its shape is ``(out, in, 3, 3)`` or the file's root
-attribute ``backend`` is ``theano``; ``meta`` records it (``kernels``).
+file's kernels are taken as Theano's when one of them can only be ``(out, in, 3, 3)``
+or the file's root attribute ``backend`` is ``theano``; ``meta`` records it.
 
 Only 3×3 convolutions are taken (HED's 1×1 side outputs and any dense layers are
 not); a ``block<B>_conv<K>`` kernel of any other shape, or a bias that does not fit
@@ -59,19 +59,27 @@ def _attr_text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _filters(name, kernel, b, theano, path):
-    """``(W, b)`` of one layer from its Keras kernel, or None for a 1×1 convolution (HED's side outputs)."""
-    if kernel.ndim == 4 and (kernel.shape[:2] == (1, 1) or (kernel.shape[2:] == (1, 1) and kernel.shape[:2] != (3, 3))):
-        return None
-    if kernel.ndim == 4 and kernel.shape[:2] == (3, 3):
+def _side_output(kernel):
+    """A 1×1 convolution (HED's side outputs), in either ordering: not part of the VGG stack."""
+    return kernel.ndim == 4 and (kernel.shape[:2] == (1, 1) or kernel.shape[2:] == (1, 1))
+
+
+def _theano_ordered(kernel):
+    """A kernel only Theano's ordering explains: ``(out, in, 3, 3)`` and not ``(3, 3, in, out)``."""
+    return kernel.ndim == 4 and kernel.shape[2:] == (3, 3) and kernel.shape[:2] != (3, 3)
+
+
+def _filters(name, kernel, b, ordering, flip, path):
+    """``(W, b)`` of one layer from its Keras kernel: ``ordering`` "th" or "tf", ``flip`` for Theano's convolution."""
+    if kernel.ndim == 4 and ordering == "tf" and kernel.shape[:2] == (3, 3):
         W = kernel.transpose(3, 2, 0, 1)  # (kh, kw, in, out) -> (out, in, kh, kw)
-    elif kernel.ndim == 4 and kernel.shape[2:] == (3, 3):
-        W, theano = kernel, True  # Theano's dim ordering: (out, in, kh, kw), saved under Theano
+    elif kernel.ndim == 4 and ordering == "th" and kernel.shape[2:] == (3, 3):
+        W = kernel  # Theano's dim ordering: (out, in, kh, kw) already
     else:
         raise WeightsError(f"{path}: {name}'s kernel has shape {kernel.shape}, neither TensorFlow's "
                            "(3, 3, in, out) nor Theano's (out, in, 3, 3): not a VGG file")
-    if theano:
-        W = W[:, :, ::-1, ::-1]  # Theano convolved: flip back to a cross-correlation
+    if flip:
+        W = W[:, :, ::-1, ::-1]  # saved for Theano's true convolution: back to a cross-correlation
     if b is None:
         b = np.zeros(W.shape[0], np.float32)
     if b.shape != (W.shape[0],):
@@ -105,17 +113,13 @@ def read_keras_h5(path):
             f.visititems(visit)
     except OSError as e:
         raise WeightsError(f"{path}: not a readable HDF5 file ({e})") from None
-    layers, flipped = {}, False
-    for name in sorted(pairs, key=conv_position):
-        entry = pairs[name]
-        if "W" not in entry:
-            continue
-        Wb = _filters(name, entry["W"], entry.get("b"), theano, path)
-        if Wb is not None:
-            layers[name] = Wb
-            flipped = flipped or theano or entry["W"].shape[:2] != (3, 3)
+    kernels = {name: entry["W"] for name, entry in pairs.items() if "W" in entry and not _side_output(entry["W"])}
+    ordering = "th" if any(_theano_ordered(k) for k in kernels.values()) else "tf"  # one ordering per file
+    theano = theano or ordering == "th"
+    layers = {name: _filters(name, kernels[name], pairs[name].get("b"), ordering, theano, path)
+              for name in sorted(kernels, key=conv_position)}
     if not layers:
         raise WeightsError(
             f"{path}: no VGG convolutions found (expected block<B>_conv<K> or block<B>/layers/conv2d layers)"
         )
-    return layers, {"kernels": "theano" if flipped else "tensorflow"}
+    return layers, {"kernels": "theano" if theano else "tensorflow"}

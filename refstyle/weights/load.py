@@ -140,8 +140,12 @@ def describe(path):
                     value = f"over {value['images']} images at {value['size']} px, {value['pooling']} pooling"
                 elif key == "quantised":
                     steps = ", ".join(f"{layer} {step:.1%}" for layer, step in value["worst_relative_step"].items())
+                    central = value.get("central_step_over_rms", {})
+                    coarsest = max(central, key=central.get, default=None)
                     value = (f"{value['levels']} levels per layer; the worst relative step (the widest gap between "
-                             f"levels over the layer's largest |weight|): {steps}")
+                             f"levels over the layer's largest |weight|): {steps}" + (
+                                 f"; among the levels holding 99% of the weights, the widest gap is at most "
+                                 f"{central[coarsest]:.1%} of the layer's RMS weight ({coarsest})" if coarsest else ""))
                 lines.append(f"{key}: {value}")
         rows = [(name, "Convolution", [np.shape(W), np.shape(b)]) for name, (W, b) in weights.items()]
     else:

@@ -14,7 +14,7 @@ cell array of structs, one per layer, each with (at least) the fields ``name``
 
 ``normalization.averageImage`` is what MatConvNet subtracts from an RGB image in
 0..255: an ``H×W×3`` image (its mean over the image is taken, as every implementation
-does) or a 3-vector. It becomes the weights' stated input,
+does) or a 3-vector, rounded to 4 decimals (the file's float32 holds 7 digits). It becomes the weights' stated input,
 ``{"channels": "RGB", "range": [0, 255], "mean": [r, g, b]}`` (:mod:`refstyle.nn.inputs`).
 
 Filters ``F`` are ``H×W×in×out`` (height, width, input channels, filters) and
@@ -40,6 +40,7 @@ import os
 
 import numpy as np
 
+from .. import filekind
 from ..errors import WeightsError
 from ..nn.arch import VGG_CONV_NAMES
 
@@ -85,7 +86,7 @@ def _mean(normalization, path):
                            "image nor 3 values; state the input with --weights-input")
     if not np.all(np.isfinite(mean)):
         raise WeightsError(f"{path}: normalization.averageImage holds NaN or Inf values")
-    return [float(v) for v in mean]
+    return [round(float(v), 4) for v in mean]  # float32 values (7 digits): 123.68, not 123.68000030517578
 
 
 def _normalization(data, path):
@@ -136,11 +137,14 @@ def read_matconvnet(path):
     import scipy.io
 
     path = os.fspath(path)
+    v73 = WeightsError(f"{path}: a MATLAB v7.3 .mat file, which SciPy cannot read: in MATLAB, load it and save "
+                       "it again with save(..., '-v7')")
+    if filekind.kind_of(path) == "mat73":
+        raise v73
     try:
         data = scipy.io.loadmat(path)
-    except NotImplementedError:  # scipy's answer to a v7.3 file
-        raise WeightsError(f"{path}: a MATLAB v7.3 .mat file, which SciPy cannot read: in MATLAB, "
-                           "load it and save it again with save(..., '-v7')") from None
+    except NotImplementedError:  # scipy's answer to a v7.3 file its header did not show
+        raise v73 from None
     except (ValueError, TypeError, OSError, EOFError, MemoryError) as e:
         raise WeightsError(f"{path}: a damaged or unreadable .mat file ({type(e).__name__}: {e}); "
                            "download the weights again") from None

