@@ -13,14 +13,13 @@ import warnings
 import numpy as np
 
 from ..errors import RefstyleWarning, WeightsError
-from ..nn.arch import VGG_CONV_NAMES, check_arch, check_weights, infer_arch
+from ..nn.arch import check_arch, check_weights, infer_arch
 from ..nn.inputs import CAFFE_INPUT, describe_input, input_by_name
 from .cache import resolve, source_named_like, source_of
 from .caffemodel import caffemodel_layers
 from .catalogue import load_sources
 from .fold import take_caffe_input
 from .formats import format_title, read_weights, reader_for
-from .model import Weights
 from .npz import RECORDED
 
 
@@ -115,50 +114,41 @@ def describe(path):
     lines = [f"file:   {path} ({os.path.getsize(path):,} bytes)" + (f", the known weights {name}" if path != name else "")]
     if source is not None:
         lines.append(f"what:   {source.description}")
-    if reader.name != "caffemodel":
-        weights = read_weights(path)
-        guessed = weights.meta.pop("input_guessed", False)
-        named = source_named_like(path) if guessed and source is None else None
-        if source is not None:
-            weights.meta["input"] = source.input
-        elif named is not None and named.format == "pth":
-            weights.meta["input"] = named.input
-            weights.meta["input_note"] = (f"from the record {named.name}, by the file's name: state it with "
-                                          "--weights-input to confirm")
-        elif guessed:
-            weights.meta["input_note"] = ("a guess from torchvision's key names: neural-style-pt's files hold "
-                                          "Caffe weights under them; state it with --weights-input")
-        lines.append(f"format: {format_title(weights.meta['format'])}")
-        note = weights.meta.pop("input_note", None)
-        lines.append(f"input:  {weights.meta.get('input', CAFFE_INPUT)}" + (f" ({note})" if note else ""))
-        for key in RECORDED:
-            if key in weights.meta:
-                value = weights.meta[key]
-                if key == "input_conversion":
-                    value = value["note"]
-                elif key == "normalized":
-                    value = f"over {value['images']} images at {value['size']} px, {value['pooling']} pooling"
-                elif key == "quantised":
-                    steps = ", ".join(f"{layer} {step:.1%}" for layer, step in value["worst_relative_step"].items())
-                    central = value.get("central_step_over_rms", {})
-                    coarsest = max(central, key=central.get, default=None)
-                    value = (f"{value['levels']} levels per layer; the worst relative step (the widest gap between "
-                             f"levels over the layer's largest |weight|): {steps}" + (
-                                 f"; among the levels holding 99% of the weights, the widest gap is at most "
-                                 f"{central[coarsest]:.1%} of the layer's RMS weight ({coarsest})" if coarsest else ""))
-                lines.append(f"{key}: {value}")
-        rows = [(name, "Convolution", [np.shape(W), np.shape(b)]) for name, (W, b) in weights.items()]
-    else:
-        lines.append(f"format: {format_title('caffemodel')}")
-        lines.append(f"input:  {source.input if source is not None else CAFFE_INPUT}")
+    weights = read_weights(path)  # every format's values are read: NaN and Inf are refused here too
+    guessed = weights.meta.pop("input_guessed", False)
+    named = source_named_like(path) if guessed and source is None else None
+    if source is not None:
+        weights.meta["input"] = source.input
+    elif named is not None and named.format == "pth":
+        weights.meta["input"] = named.input
+        weights.meta["input_note"] = (f"from the record {named.name}, by the file's name: state it with "
+                                      "--weights-input to confirm")
+    elif guessed:
+        weights.meta["input_note"] = ("a guess from torchvision's key names: neural-style-pt's files hold "
+                                      "Caffe weights under them; state it with --weights-input")
+    lines.append(f"format: {format_title(weights.meta['format'])}")
+    note = weights.meta.pop("input_note", None)
+    lines.append(f"input:  {weights.meta.get('input', CAFFE_INPUT)}" + (f" ({note})" if note else ""))
+    for key in RECORDED:
+        if key in weights.meta:
+            value = weights.meta[key]
+            if key == "input_conversion":
+                value = value["note"]
+            elif key == "normalized":
+                value = f"over {value['images']} images at {value['size']} px, {value['pooling']} pooling"
+            elif key == "quantised":
+                steps = ", ".join(f"{layer} {step:.1%}" for layer, step in value["worst_relative_step"].items())
+                central = value.get("central_step_over_rms", {})
+                coarsest = max(central, key=central.get, default=None)
+                value = (f"{value['levels']} levels per layer; the worst relative step (the widest gap between "
+                         f"levels over the layer's largest |weight|): {steps}" + (
+                             f"; among the levels holding 99% of the weights, the widest gap is at most "
+                             f"{central[coarsest]:.1%} of the layer's RMS weight ({coarsest})" if coarsest else ""))
+            lines.append(f"{key}: {value}")
+    if reader.name == "caffemodel":  # every layer of the net, the classifier too, with its blobs' shapes
         rows = caffemodel_layers(path)
-        weights = Weights(
-            {
-                name: (np.broadcast_to(np.empty((), bool), shapes[0]), np.empty(int(np.prod(shapes[1])), bool))
-                for name, kind, shapes in rows
-                if kind.lower() == "convolution" and len(shapes) == 2 and name in VGG_CONV_NAMES
-            }
-        )
+    else:
+        rows = [(name, "Convolution", [np.shape(W), np.shape(b)]) for name, (W, b) in weights.items()]
     arch = infer_arch(weights)
     try:
         covered = check_weights(weights, arch)
