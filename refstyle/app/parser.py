@@ -23,6 +23,7 @@ from ..paper.conventions import (
     PAPER_SIZE,
     PAPER_STYLE_LAYERS,
 )
+from ..paper.images import SKIMAGE_PHOTOS
 from ..paper.optimize import OPTIMIZERS
 from ..version import __version__
 from ..weights.formats import formats_text
@@ -172,8 +173,12 @@ def build_parser():
         "responses become the original ones divided per channel by that mean.",
     )
     norm.add_argument("input", metavar="IN", help=f"weights: {formats_text()}, or a known name")
-    norm.add_argument("output", metavar="OUT", help="the normalised .npz to write")
-    norm.add_argument("--images", required=True, metavar="DIR", help="a folder of calibration images")
+    norm.add_argument("output", metavar="OUT", nargs="?",
+                      help="the normalised .npz to write (default: in the cache, "
+                      "<cache>/normalized/<weights>-<images>-<size>px-<pooling>.npz)")
+    norm.add_argument("--images", required=True, metavar="DIR|skimage:",
+                      help="a folder of calibration images, or skimage: for scikit-image's photographs "
+                      f"({', '.join(SKIMAGE_PHOTOS)})")
     norm.add_argument("--size", type=_positive_int, default=256, help="the images' longer side in pixels (default 256)")
     norm.add_argument("--pooling", choices=POOLINGS, default="max",
                       help="pooling while measuring (default max, as VGG was trained)")

@@ -135,7 +135,8 @@ def describe(path):
             if key == "input_conversion":
                 value = value["note"]
             elif key == "normalized":
-                value = f"over {value['images']} images at {value['size']} px, {value['pooling']} pooling"
+                names = f" ({', '.join(value['image_names'])})" if value.get("image_names") else ""
+                value = f"over {value['images']} images{names} at {value['size']} px, {value['pooling']} pooling"
             elif key == "quantised":
                 steps = ", ".join(f"{layer} {step:.1%}" for layer, step in value["worst_relative_step"].items())
                 central = value.get("central_step_over_rms", {})
