@@ -57,6 +57,14 @@ def caffe_weights_file(tmp_path, layers):
     return path
 
 
+def keras_weights_file(tmp_path, layers):
+    """The weights as Keras's released VGG19 file (blockB_convK_W_1:0, BGR like Caffe's): what both examples load."""
+    from test_keras import write_released
+
+    return write_released(tmp_path / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                          {k: (W.astype(np.float32), b.astype(np.float32)) for k, (W, b) in layers.items()})
+
+
 def agree(refstyle_file, loss, grad):
     assert float(refstyle_file["loss"]) == pytest.approx(loss, rel=1e-6)
     g = refstyle_file["grad"]
@@ -216,7 +224,7 @@ def test_tf_tutorial(tmp_path, capsys, shape):
     space = peers.tf_tutorial_image_space
     x = np.clip(space(start) + 0.05 * rng.standard_normal((1, 3) + shape), 0, 1)  # clip_0_1 after each step
     loss, grad = peers.tf_tutorial(torch, layers, space(photo), space(art), x)
-    ours, _ = run_grad(tmp_path, capsys, caffe_weights_file(tmp_path, layers), "tf-tutorial", photo, art, x)
+    ours, _ = run_grad(tmp_path, capsys, keras_weights_file(tmp_path, layers), "tf-tutorial", photo, art, x)
     assert json.loads(str(ours["image"]))["range"] == [0, 1]
     agree(ours, loss, grad)
 
@@ -230,7 +238,7 @@ def test_keras_example(tmp_path, capsys, shape):
     space = peers.keras_example_image_space
     x = space(start) + rng.standard_normal((1, 3) + shape)
     loss, grad = peers.keras_example(torch, layers, space(photo), space(art), x)
-    ours, _ = run_grad(tmp_path, capsys, caffe_weights_file(tmp_path, layers), "keras-example", photo, art, x)
+    ours, _ = run_grad(tmp_path, capsys, keras_weights_file(tmp_path, layers), "keras-example", photo, art, x)
     agree(ours, loss, grad)
 
 
@@ -238,18 +246,19 @@ def test_keras_example(tmp_path, capsys, shape):
 def test_anishathalye(tmp_path, capsys, shape):
     """anishathalye/neural-style: RGB weights whose input is RGB minus the file's own mean; SAME (ceil) pooling."""
     torch = require_torch()
-    import refstyle
-
     photo, art, start, rng = images(shape, 8)
+    from test_matconvnet import write_mat
+
     bgr = float32_layers(rng)
-    rgb = dict(bgr, conv1_1=(bgr["conv1_1"][0][:, ::-1].copy(), bgr["conv1_1"][1]))  # MatConvNet's RGB filters
     mean = (123.0, 117.0, 104.0)  # the file's own averageImage, not Caffe's mean pixel
-    meta = {"arch": "vgg19", "input": {"channels": "RGB", "range": [0, 255], "mean": list(mean)}}
-    refstyle.save_npz(refstyle.Weights(rgb, meta), tmp_path / "vgg19-rgb.npz")
+    write_mat(tmp_path / "imagenet-vgg-verydeep-19.mat", {k: (W.astype(np.float32), b.astype(np.float32))
+                                                          for k, (W, b) in bgr.items()},
+              layout="meta.normalization", average=np.ones((4, 4, 3)) * np.array(mean))
+    rgb = dict(bgr, conv1_1=(bgr["conv1_1"][0][:, ::-1].copy(), bgr["conv1_1"][1]))  # MatConvNet's RGB filters
     space = functools.partial(peers.anishathalye_image_space, mean_pixel=mean)
     x = space(start) + rng.standard_normal((1, 3) + shape)
     loss, grad = peers.anishathalye(torch, rgb, space(photo), [space(art)], x)
-    ours, _ = run_grad(tmp_path, capsys, tmp_path / "vgg19-rgb.npz", "anishathalye", photo, art, x)
+    ours, _ = run_grad(tmp_path, capsys, tmp_path / "imagenet-vgg-verydeep-19.mat", "anishathalye", photo, art, x)
     assert json.loads(str(ours["image"]))["mean"] == list(mean)  # the weights file's mean is the image space's
     agree(ours, loss, grad)
 
