@@ -19,7 +19,7 @@ The package is layered, each layer importing only from those below it:
 - :mod:`refstyle.app`: the command line, validation, ``explain``, the figures.
 """
 
-from .errors import ImageError, LayerError, RefstyleError, RefstyleWarning, WeightsError
+from .errors import ImageError, LayerError, RefstyleError, RefstyleWarning, UsageError, WeightsError
 from .nn.arch import ARCHS, VGG16_LAYERS, VGG19_LAYERS
 from .nn.vgg import VGG
 from .paper import images
@@ -46,6 +46,7 @@ __all__ = [
     "RefstyleError",
     "RefstyleWarning",
     "Settings",
+    "UsageError",
     "Weights",
     "WeightsError",
     "check_gradient",

@@ -11,6 +11,14 @@ else that escapes is a bug in refstyle and keeps its traceback.
 class RefstyleError(Exception):
     """A problem with the user's input, reported as one clear line."""
 
+    exit_status = 1  # the command line's exit status for it
+
+
+class UsageError(RefstyleError):
+    """A description the user wrote that is malformed (a grid spec): exit status 2, as a bad option's."""
+
+    exit_status = 2
+
 
 class WeightsError(RefstyleError):
     """A weights file that is missing, corrupt, or does not fit the architecture."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -174,9 +175,9 @@ def test_the_papers_figures_are_declared_as_data():
 
 
 def test_bad_grid_files():
-    with pytest.raises(RefstyleError, match="unknown key\\(s\\) colour in 'rows'"):
+    with pytest.raises(RefstyleError, match="unknown key\\(s\\) colour in rows\\[0\\]"):
         parse_grid({"rows": [{"colour": 1}], "columns": [{}]})
-    with pytest.raises(RefstyleError, match="kind 'painting'"):
+    with pytest.raises(RefstyleError, match="cell 0,0: 'kind' \\(set in rows\\[0\\]\\) must be one of .*not \"painting\""):
         parse_grid({"rows": [{"kind": "painting"}], "columns": [{}]})
     with pytest.raises(RefstyleError, match="outside the 1×1 grid"):
         parse_grid({"rows": [{}], "columns": [{}], "cells": {"1,0": {}}})
@@ -210,3 +211,210 @@ def test_cells_run_with_the_kernels_asked_for(setup, capsys, monkeypatch, option
     status, stdout, err = figure(capsys, setup, setup["dir"] / "grid.png", *option)
     assert status == 0, err
     assert built == [expected] * 5  # the grid's network, checked before any cell, and one per cell
+
+
+# --- a grid spec is checked whole before any cell runs ----------------------------------------
+
+CELL_10 = "cell 1,0 (row 'conv2_1', column 'α/β = 1e-3')"
+CELL_01 = "cell 0,1 (row 'conv1_1', column 'α/β = 1e-1')"
+
+
+def changed(*edits):
+    """TINY with ``(path, value)`` edits: ``("rows", 1, "style_layers")`` sets that key; value None deletes it."""
+    grid = json.loads(json.dumps(TINY))
+    for path, value in edits:
+        *parents, last = path
+        entry = grid
+        for key in parents:
+            entry = entry.setdefault(key, {}) if isinstance(key, str) else entry[key]
+        if value is None:
+            entry.pop(last)
+        else:
+            entry[last] = value
+    return grid
+
+
+BAD_SPECS = [
+    # the issue's
+    (changed((("rows", 1, "style_layers"), ["conv1_1", "conv9_9"])),
+     f"{CELL_10}: 'style_layers' (set in rows[1]): vgg19 has no layer 'conv9_9'"),
+    (changed((("rows", 0, "style_layers"), "conv1_1")),
+     "cell 0,0 (row 'conv1_1', column 'α/β = 1e-3'): 'style_layers' (set in rows[0]) must be a list of layer names "
+     'such as ["conv1_1", "conv2_1"], not "conv1_1"'),
+    (changed((("columns", 1, "ratio"), "abc")), f'{CELL_01}: \'ratio\' (set in columns[1]) must be a number ≥ 0, not "abc"'),
+    (changed((("rows",), 5)), "a grid needs non-empty 'rows' and 'columns' lists of objects; 'rows' is 5"),
+    (changed((("defaults", "styles"), "starry_night.jpg")),
+     "'styles' (set in defaults) must be a list of image file names such as [\"starry_night.jpg\"], not \"starry_night.jpg\""),
+    # every other field
+    (changed((("rows", 1, "content_layers"), ["conv4_2", "fc7"])), "'content_layers' (set in rows[1]): vgg19 has no layer 'fc7'"),
+    (changed((("rows", 0, "content_layers"), [])), "'content_layers' (set in rows[0]) must be a list of layer names"),
+    (changed((("rows", 0, "style_layers"), ["conv1_1", 3])), "'style_layers' (set in rows[0]) must be a list of layer names"),
+    (changed((("columns", 1, "ratio"), None), (("cells",), {"1,1": {"alpha": -1}})),
+     "'alpha' (set in cells['1,1']) must be a number ≥ 0, not -1"),
+    (changed((("columns", 0, "ratio"), None), (("columns", 0, "beta"), float("nan"))),
+     "'beta' (set in columns[0]) must be a number ≥ 0, not NaN"),
+    (changed((("columns", 1, "ratio"), float("inf"))), "'ratio' (set in columns[1]) must be a number ≥ 0, not Infinity"),
+    (changed((("columns", 1, "ratio"), True)), "'ratio' (set in columns[1]) must be a number ≥ 0, not true"),
+    (changed((("columns", 1, "alpha"), 1.0)), "'ratio' (set in columns[1]) and 'alpha' (set in columns[1]) are both given"),
+    (changed((("defaults", "tv_weight"), -1e-3)), "'tv_weight' (set in defaults) must be a number ≥ 0, not -0.001"),
+    (changed((("defaults", "style_scale"), 0)), "'style_scale' (set in defaults) must be a number > 0, not 0"),
+    (changed((("rows", 1, "layer_weights"), [1.0])),
+     f"{CELL_10}: 'layer_weights' (set in rows[1]) has 1 values for the 2 layers of 'style_layers' (set in rows[1])"),
+    (changed((("rows", 0, "style_layers"), None), (("rows", 1, "style_layers"), None),
+             (("defaults", "layer_weights"), [1, 1])),
+     "'layer_weights' (set in defaults) has 2 values for the 5 layers of the convention's style layers"),
+    (changed((("rows", 0, "layer_weights"), [-1.0])), "'layer_weights' (set in rows[0]) must be a list of numbers ≥ 0"),
+    (changed((("defaults", "style_blend"), [0])), "'style_blend' (set in defaults) must be a list of numbers ≥ 0, one per "
+                                                 "artwork, at least one of them > 0, not [0]"),
+    (changed((("defaults", "style_blend"), [1, 1])),
+     "'style_blend' (set in defaults) has 2 values for 1 artworks in 'styles' (set in defaults)"),
+    (changed((("cells",), {"1,0": {"kind": "painting"}})), "'kind' (set in cells['1,0']) must be one of transfer, content, "
+                                                           'style, image, empty, not "painting"'),
+    (changed((("defaults", "init"), 7)), "'init' (set in defaults) must be one of noise, content, style, or an image file name"),
+    (changed((("cells",), {"1,1": {"kind": "style", "init": "content"}})),
+     "'init' (set in cells['1,1']) is 'content', which starts from the cell's 'content', but a 'style' cell has none"),
+    (changed((("defaults", "optimizer"), "sgd")),
+     "'optimizer' (set in defaults) must be one of lbfgs, lbfgs-xp, gd, adam, not \"sgd\""),
+    (changed((("defaults", "content"), None)), "cell 0,0 (row 'conv1_1', column 'α/β = 1e-3'): a 'transfer' cell needs "
+                                              "'content'"),
+    (changed((("cells",), {"0,1": {"kind": "style", "styles": []}})), "'styles' (set in cells['0,1']) must be a list of "
+                                                                      "image file names"),
+    (changed((("rows", 0, "label"), 3)), "rows[0]: 'label' must be a string, not 3"),
+    (changed((("columns",), {"ratio": 1})), "'columns' is {\"ratio\": 1}"),
+    (changed((("cells",), [])), "'cells' must be an object"),
+    (changed((("cells",), {"1,0": {}, "1, 0": {"ratio": 1}})), "cells '1,0' and '1, 0' are the same cell"),
+    (changed((("cells",), {"2,0": {}})), "cell '2,0' is outside the 2×2 grid"),
+]
+
+
+@pytest.mark.parametrize("spec, message", BAD_SPECS, ids=[m[:40] for _, m in BAD_SPECS])
+def test_a_bad_spec_is_one_line_before_any_cell_runs(setup, capsys, monkeypatch, spec, message):
+    calls = []
+    monkeypatch.setattr(figures, "run_cell", lambda job: calls.append(job))
+    with open(setup["grid"], "w", encoding="utf-8") as f:
+        json.dump(spec, f, ensure_ascii=False)
+    out = setup["dir"] / "grid.png"
+    status, stdout, err = figure(capsys, setup, out)
+    assert status == 2, err
+    assert err.startswith(f"refstyle: error: {setup['grid']}: ") and message in err and err.count("\n") == 1, err
+    assert "Traceback" not in err and calls == [] and not out.exists() and not os.path.exists(setup["cache"])
+
+
+def test_the_checks_take_the_conventions_layer_names(setup):
+    """neural-style's relu1_1 is refstyle's conv1_1: taken under its convention, refused under the paper's."""
+    grid = parse_grid(changed((("rows", 0, "style_layers"), ["relu1_1"]), (("rows", 1, "style_layers"), ["relu2_1"])))
+    figures.check_grid(grid, "vgg19", Settings(convention="neural-style"))
+    with pytest.raises(refstyle.errors.UsageError, match="cell 0,0 .*'style_layers' .*no layer 'relu1_1'"):
+        figures.check_grid(grid, "vgg19", Settings())
+    grid = load_grid(setup["grid"])  # conv2_1 is beyond weights that end at conv1_2
+    with pytest.raises(refstyle.errors.UsageError, match="cell 1,0 .*cannot be computed: the weights end at"):
+        figures.check_grid(grid, "vgg19", Settings(), ("conv1_1", "conv1_2", "pool1"))
+
+
+def test_the_papers_grids_pass_the_checks():
+    for name in figures.builtin_figures():
+        grid = load_grid(name)
+        for arch in ("vgg16", "vgg19"):
+            figures.check_grid(grid, arch)
+
+
+def test_a_start_image_is_one_of_the_grids_images(setup, tmp_path):
+    grid = parse_grid(changed((("cells",), {"1,1": {"init": "art.png"}})))
+    assert figures.required_images(grid) == ["art.png", "photo.png"]
+    images = find_images(grid, setup["images"])
+    job = cell_job(grid.cells[-1].spec, images, setup["weights"], "vgg19", size=24, iters=2)
+    assert job.settings.init == images["art.png"]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in images:
+        (moved / name).write_bytes(open(images[name], "rb").read())
+    again = cell_job(grid.cells[-1].spec, find_images(grid, str(moved)), setup["weights"], "vgg19", size=24, iters=2)
+    sha = refstyle.io.file_sha256
+    assert cell_key(again, sha) == cell_key(job, sha)  # its contents enter the key, not its path
+    noise = cell_job(grid.cells[-2].spec, images, setup["weights"], "vgg19", size=24, iters=2)
+    assert cell_key(job._replace(settings=job.settings._replace(init="noise")), sha) != cell_key(job, sha)
+    assert noise.settings.init == "noise"
+
+
+# --- the cache is checked when read -------------------------------------------------------------
+
+
+def rewrite(cache, key, **arrays):
+    """Replace a cache entry's arrays (value None: drop it), as an edit by hand would."""
+    path = cache.path(key)
+    with np.load(path) as z:
+        entry = {k: z[k] for k in z.files}
+    entry.update(arrays)
+    np.savez(path, **{k: v for k, v in entry.items() if v is not None})
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ({"rgb": np.zeros((5, 5, 3), np.uint8)}, "its image is 5×5×3, not 18×24×3"),
+    ({"rgb": None}, "it has no rgb"),
+])
+def test_a_damaged_cache_cell_is_computed_again_with_a_warning(setup, capsys, monkeypatch, damage, problem):
+    grid = load_grid(setup["grid"])
+    images = find_images(grid, setup["images"])
+    first = make_grid(grid, images, setup["weights"], size=24, iters=2, cache_dir=setup["cache"])
+    cache = CellCache(setup["cache"])
+    job = cell_job(grid.cells[0].spec, images, setup["weights"], "vgg19", size=24, iters=2)
+    key = cell_key(job, refstyle.io.file_sha256)
+    assert figures.cell_shape(job) == (18, 24, 3) and cache.load(key, (18, 24, 3))["rgb"].shape == (18, 24, 3)
+    rewrite(cache, key, **damage)
+    real_run_cell, calls = figures.run_cell, []
+
+    def run_cell(job):
+        calls.append(job)
+        result = real_run_cell(job)
+        assert set(result) == {"rgb", "interrupted", *figures.CELL_NUMBERS}  # what the cache stores and checks
+        return result
+
+    monkeypatch.setattr(figures, "run_cell", run_cell)
+    with pytest.warns(refstyle.RefstyleWarning) as caught:
+        again = make_grid(grid, images, setup["weights"], size=24, iters=2, cache_dir=setup["cache"])
+    assert len(caught) == 1 and f"{CELL_10.replace('1,0', '0,0').replace('conv2_1', 'conv1_1')}" in str(caught[0].message)
+    assert f"{cache.path(key)} is damaged ({problem}); computing it again" in str(caught[0].message)
+    assert len(calls) == 1 and again.computed == 1 and again.cached == 3
+    np.testing.assert_array_equal(again.images[(0, 0)], first.images[(0, 0)])  # the cell, not the edit
+    assert cache.load(key, (18, 24, 3)) is not None  # and the entry is whole again
+    # on the command line: one warning line, and the figure drawn
+    rewrite(cache, key, **damage)
+    status, stdout, err = figure(capsys, setup, setup["dir"] / "grid.png", "--iters", "2")
+    assert status == 0 and "1 cells computed, 3 from the cache" in stdout
+    assert f"refstyle: warning: {setup['grid']}: cell 0,0" in err and problem in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ({"loss": None}, "it has no loss"),
+    ({"rgb": np.zeros((18, 24), np.uint8)}, "its image is 18×24, not 18×24×3"),
+    ({"rgb": np.zeros((18, 24, 4), np.uint8)}, "its image is 18×24×4, not 18×24×3"),
+    ({"rgb": np.zeros((18, 24, 3))}, "its image holds float64, not bytes 0..255"),
+    ({"rgb": np.full((18, 24, 3), 256, np.int16)}, "its image holds int16, not bytes 0..255"),
+    ({"loss": np.float64("nan")}, "its loss is not a finite number"),
+    ({"seconds": np.array([1.0, 2.0])}, "its seconds is not a finite number"),
+    ({"iterations": np.array("many")}, "its iterations is not a finite number"),
+])
+def test_the_cache_refuses_what_it_cannot_draw(tmp_path, damage, problem):
+    cache = CellCache(tmp_path)
+    good = {"rgb": rng.integers(0, 256, (18, 24, 3)).astype(np.uint8), "loss": 1.5, "iterations": 2, "evaluations": 3,
+            "seconds": 0.25}
+    cache.save("k", good)
+    loaded = cache.load("k", (18, 24, 3))
+    np.testing.assert_array_equal(loaded.pop("rgb"), good["rgb"])
+    assert loaded == {k: v for k, v in good.items() if k != "rgb"}
+    rewrite(cache, "k", **damage)
+    with pytest.warns(refstyle.RefstyleWarning, match="cell 3,4: the cached cell .* is damaged"):
+        assert cache.load("k", (18, 24, 3), "cell 3,4") is None
+    with pytest.warns(refstyle.RefstyleWarning) as caught:
+        cache.load("k", (18, 24, 3))
+    assert f"({problem})" in str(caught[0].message)
+
+
+def test_an_unreadable_cache_cell_is_computed_again(tmp_path):
+    cache = CellCache(tmp_path)
+    open(cache.path("k"), "wb").write(b"not a zip")
+    with pytest.warns(refstyle.RefstyleWarning, match="not a readable .npz archive"):
+        assert cache.load("k") is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.load("absent") is None  # no entry: nothing to warn about

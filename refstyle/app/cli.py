@@ -3,7 +3,8 @@
 ``python -m refstyle`` and the ``refstyle`` console script call it, and so do the
 tests. The options are :mod:`refstyle.app.parser`'s, the commands
 :mod:`refstyle.app.commands`'. A user error (:class:`~refstyle.errors.RefstyleError`)
-is printed as one line on stderr and gives exit status 1; a bad option gives
+is printed as one line on stderr and gives exit status 1, or 2 for a malformed
+description (:class:`~refstyle.errors.UsageError`, a bad grid spec); a bad option gives
 argparse's usage message and exit status 2; Ctrl-C exit status 130.
 """
 
@@ -31,7 +32,7 @@ def main(argv=None):
             status = args.run(args)
     except RefstyleError as e:
         print(f"refstyle: error: {e}", file=sys.stderr)
-        return 1
+        return e.exit_status
     except KeyboardInterrupt:
         print("refstyle: interrupted", file=sys.stderr)
         return 130

@@ -17,6 +17,13 @@ A cell's ``kind`` is ``transfer``, ``content`` (reconstruction from ``content_la
 are :data:`CELL_KEYS`; the network, the size, the iterations and the seed are the same
 for the whole grid and come from the command line.
 
+A grid is checked whole before any cell runs, and a mistake is one line naming the cell,
+its row's and column's labels, the field and where it was set (exit status 2, a
+:class:`~refstyle.errors.UsageError`): :func:`parse_grid` checks each field of every cell
+(:data:`FIELDS`: types, numbers finite and in range, choices) and what a cell's kind needs;
+:func:`check_grid` checks the layer names against the network of the weights and the
+layer weights against the style layers; :func:`find_images` that every image is there.
+
 Every cell that runs an optimisation is a :class:`Job`, a plain picklable value that
 :func:`run_cell` turns into an image in any process: one of this machine's
 (``jobs > 1``) or a Dask worker's (``scheduler``). Its result is stored in a
@@ -28,33 +35,80 @@ it stopped and an unchanged cell is never computed twice.
 import contextlib
 import hashlib
 import json
+import math
 import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
 from ..version import __version__
-from ..errors import RefstyleError
+from ..errors import LayerError, RefstyleError, RefstyleWarning, UsageError
 from ..io import file_sha256, pyplot, write_npz, write_png
+from ..nn.arch import check_layers
 from ..paper.build import build_network
-from ..paper.conventions import PAPER_ITERS, PAPER_SIZE
-from ..paper.images import load_image, resize_longer, to_uint8
-from ..paper.settings import Settings, for_kind
+from ..paper.conventions import PAPER_ITERS, PAPER_SIZE, tap_of
+from ..paper.images import fit_longer, load_image, resize_longer, to_uint8
+from ..paper.optimize import OPTIMIZERS
+from ..paper.settings import INITS, KINDS as RUN_KINDS, Settings, for_kind
 from ..paper.synthesis import synthesize
 
 SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figure_specs")
-KINDS = ("transfer", "content", "style", "image", "empty")
-# The keys a grid file may set for a cell, with what they mean for synthesis.Settings.
-CELL_KEYS = {
-    "kind", "label", "content", "styles", "image", "content_layers", "style_layers", "layer_weights",
-    "ratio", "alpha", "beta", "style_blend", "style_scale", "init", "optimizer", "tv_weight",
-}  # fmt: skip
+KINDS = RUN_KINDS + ("image", "empty")  # the kinds that run an optimisation, and the two that show an image or none
+CELL_NUMBERS = ("loss", "iterations", "evaluations", "seconds")  # stored beside a cell's image (run_cell, CellCache)
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _name(v):
+    return isinstance(v, str) and v != ""
+
+
+def _names(v):
+    return isinstance(v, list) and len(v) > 0 and all(_name(n) for n in v)
+
+
+def _weights(v):
+    return isinstance(v, list) and all(_number(w) and w >= 0 for w in v)
+
+
+_AT_LEAST_0 = (lambda v: _number(v) and v >= 0, "a number ≥ 0")
+_IMAGE = (_name, 'an image file name such as "tubingen.jpg"')
+# The keys a grid file may set for a cell: what each must hold (a test and the words that say it),
+# checked for every cell before any runs. Their meaning is synthesis.Settings'; ratio = α/β sets β = 1.
+FIELDS = {
+    "kind": (lambda v: v in KINDS, "one of " + ", ".join(KINDS)),
+    "label": (lambda v: isinstance(v, str), "a string"),
+    "content": _IMAGE,
+    "image": _IMAGE,
+    "styles": (_names, 'a list of image file names such as ["starry_night.jpg"]'),
+    "content_layers": (_names, 'a list of layer names such as ["conv4_2"]'),
+    "style_layers": (_names, 'a list of layer names such as ["conv1_1", "conv2_1"]'),
+    "layer_weights": (_weights, "a list of numbers ≥ 0, one per style layer"),
+    "style_blend": (lambda v: _weights(v) and any(w > 0 for w in v),
+                    "a list of numbers ≥ 0, one per artwork, at least one of them > 0"),
+    "ratio": _AT_LEAST_0,
+    "alpha": _AT_LEAST_0,
+    "beta": _AT_LEAST_0,
+    "tv_weight": _AT_LEAST_0,
+    "style_scale": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "init": (_name, f"one of {', '.join(INITS)}, or an image file name"),
+    "optimizer": (lambda v: v in OPTIMIZERS, "one of " + ", ".join(OPTIMIZERS)),
+}
+CELL_KEYS = set(FIELDS)
+# What each kind that runs reads, and what the start images "content" and "style" start from.
+NEEDS = {"transfer": ("content", "styles"), "content": ("content",), "style": ("styles",)}
+STARTS = {"content": "content", "style": "styles"}
 
 
 class Cell(NamedTuple):
     row: int
     col: int
     spec: dict  # the merged settings of this cell (see the module docstring)
+    origin: dict = {}  # where each key of spec was set: "defaults", "rows[1]", "columns[0]", "cells['1,0']"
+    where: str = ""  # the cell in a message: "fig.json: cell 1,0 (row 'conv2_1', column 'α/β = 1e-3')"
 
 
 class Grid(NamedTuple):
@@ -85,66 +139,152 @@ def load_grid(name):
     return parse_grid(data, os.path.splitext(os.path.basename(path))[0], path)
 
 
+def _bad(cell, field, expected):
+    """The one line that says a cell's ``field`` does not hold ``expected``, and where it was set."""
+    value = json.dumps(cell.spec[field], ensure_ascii=False, default=str)
+    return UsageError(f"{cell.where}: {_field(cell, field)} must be {expected}, not {value}")
+
+
+def _field(cell, field):
+    origin = cell.origin.get(field)
+    return f"'{field}'" + (f" (set in {origin})" if origin else "")
+
+
 def parse_grid(data, name="grid", where="the grid"):
-    """Check and merge a grid description (a dict, as read from JSON) into a :class:`Grid`."""
-    if not isinstance(data, dict) or not data.get("rows") or not data.get("columns"):
-        raise RefstyleError(f"{where}: a grid needs non-empty 'rows' and 'columns' lists")
+    """Check and merge a grid description (a dict, as read from JSON) into a :class:`Grid`.
+
+    Every field of every cell is checked here (:data:`FIELDS`, :func:`check_spec`); the
+    layer names need the network and are checked by :func:`check_grid`. A mistake is a
+    :class:`~refstyle.errors.UsageError`, one line naming the cell and the field.
+    """
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: a grid is a JSON object with 'rows' and 'columns'")
     unknown = set(data) - {"title", "defaults", "rows", "columns", "cells"}
     if unknown:
-        raise RefstyleError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+        raise UsageError(f"{where}: unknown top-level key(s) {', '.join(sorted(unknown))}")
+    for part in ("rows", "columns"):
+        if not isinstance(data.get(part), list) or not data[part]:
+            value = json.dumps(data.get(part), ensure_ascii=False)
+            raise UsageError(
+                f"{where}: a grid needs non-empty 'rows' and 'columns' lists of objects; '{part}' is {value}"
+            )
+    for part, what in (("defaults", "an object"), ("cells", 'an object {"row,column": {...}}'), ("title", "a string")):
+        if part in data and not isinstance(data[part], str if part == "title" else dict):
+            raise UsageError(f"{where}: '{part}' must be {what}, not {json.dumps(data[part], ensure_ascii=False)}")
     rows, cols = data["rows"], data["columns"]
     overrides = data.get("cells") or {}
-    for part, entries in (("defaults", [data.get("defaults") or {}]), ("rows", rows), ("columns", cols),
-                          ("cells", list(overrides.values()))):
-        for entry in entries:
-            if not isinstance(entry, dict):
-                raise RefstyleError(f"{where}: every entry of '{part}' must be an object, not {entry!r}")
-            bad = set(entry) - CELL_KEYS
-            if bad:
-                raise RefstyleError(
-                    f"{where}: unknown key(s) {', '.join(sorted(bad))} in '{part}' (known: {', '.join(sorted(CELL_KEYS))})"
-                )
-    cells = []
-    for key in overrides:
+    entries = [("defaults", data.get("defaults") or {})] + [(f"rows[{r}]", row) for r, row in enumerate(rows)]
+    entries += [(f"columns[{c}]", col) for c, col in enumerate(cols)]
+    entries += [(f"cells[{key!r}]", entry) for key, entry in overrides.items()]
+    for part, entry in entries:
+        if not isinstance(entry, dict):
+            raise UsageError(f"{where}: {part} must be an object, not {json.dumps(entry, ensure_ascii=False)}")
+        bad = set(entry) - CELL_KEYS
+        if bad:
+            raise UsageError(
+                f"{where}: unknown key(s) {', '.join(sorted(bad))} in {part} (known: {', '.join(sorted(CELL_KEYS))})"
+            )
+        if not FIELDS["label"][0](entry.get("label", "")):
+            raise UsageError(f"{where}: {part}: 'label' must be a string, not {json.dumps(entry['label'])}")
+    at = {}  # (row, column): the key in "cells" and its entry
+    for key, entry in overrides.items():
         try:
             r, c = (int(v) for v in key.split(","))
         except ValueError:
-            raise RefstyleError(f"{where}: cell keys are 'row,column' (0-based), not {key!r}") from None
+            raise UsageError(f"{where}: cell keys are 'row,column' (0-based), not {key!r}") from None
         if not (0 <= r < len(rows) and 0 <= c < len(cols)):
-            raise RefstyleError(f"{where}: cell {key!r} is outside the {len(rows)}×{len(cols)} grid")
+            raise UsageError(f"{where}: cell {key!r} is outside the {len(rows)}×{len(cols)} grid")
+        if (r, c) in at:
+            raise UsageError(f"{where}: cells {at[r, c][0]!r} and {key!r} are the same cell: merge them")
+        at[r, c] = key, entry
+    row_labels = [row.get("label", "") for row in rows]
+    col_labels = [col.get("label", "") for col in cols]
+    cells = []
     for r, row in enumerate(rows):
         for c, col in enumerate(cols):
-            spec = {**(data.get("defaults") or {}), **row, **col, **overrides.get(f"{r},{c}", {})}
+            key, own = at.get((r, c), (None, {}))
+            spec, origin = {}, {}
+            for part, entry in (("defaults", data.get("defaults") or {}), (f"rows[{r}]", row),
+                                (f"columns[{c}]", col), (f"cells[{key!r}]", own)):
+                spec.update(entry)
+                origin.update(dict.fromkeys(entry, part))
             spec.pop("label", None)
             spec.setdefault("kind", "transfer")
-            if spec["kind"] not in KINDS:
-                raise RefstyleError(f"{where}: cell {r},{c} has kind {spec['kind']!r}; choose one of {', '.join(KINDS)}")
-            cells.append(Cell(r, c, spec))
-    return Grid(
-        name, data.get("title", name), [row.get("label", "") for row in rows], [col.get("label", "") for col in cols],
-        cells,
-    )
+            labels = [f"{what} {label!r}" for what, label in (("row", row_labels[r]), ("column", col_labels[c]))
+                      if label]
+            cell = Cell(r, c, spec, origin, f"{where}: cell {r},{c}" + (f" ({', '.join(labels)})" if labels else ""))
+            check_spec(cell)
+            cells.append(cell)
+    return Grid(name, data.get("title", name), row_labels, col_labels, cells)
+
+
+def check_spec(cell):
+    """Check one cell's merged spec: every field's value (:data:`FIELDS`) and what its kind needs."""
+    spec = cell.spec
+    for field, value in spec.items():
+        test, expected = FIELDS[field]
+        if not test(value):
+            raise _bad(cell, field, expected)
+    kind = spec["kind"]
+    if "ratio" in spec and ("alpha" in spec or "beta" in spec):
+        other = "alpha" if "alpha" in spec else "beta"
+        raise UsageError(f"{cell.where}: {_field(cell, 'ratio')} and {_field(cell, other)} are both given: "
+                         "'ratio' sets α = ratio and β = 1; give either 'ratio' or 'alpha'/'beta'")
+    for field in NEEDS.get(kind, ()):
+        if field not in spec:
+            raise UsageError(f"{cell.where}: a '{kind}' cell needs '{field}' ({FIELDS[field][1]})")
+    if kind == "image" and _shown(spec) is None:
+        raise UsageError(f"{cell.where}: an 'image' cell needs 'image', 'styles' or 'content'")
+    if "style_blend" in spec and "styles" in spec and len(spec["style_blend"]) != len(spec["styles"]):
+        raise UsageError(f"{cell.where}: {_field(cell, 'style_blend')} has {len(spec['style_blend'])} values for "
+                         f"{len(spec['styles'])} artworks in {_field(cell, 'styles')}: give one per artwork")
+    if kind in RUN_KINDS and spec.get("init") in STARTS and STARTS[spec["init"]] not in NEEDS[kind]:
+        raise UsageError(f"{cell.where}: {_field(cell, 'init')} is {spec['init']!r}, which starts from the cell's "
+                         f"'{STARTS[spec['init']]}', but a '{kind}' cell has none: use noise or an image file")
+
+
+def check_grid(grid, arch, base=Settings(), available=None):
+    """Check what needs the network: every layer name of every cell, and the layer weights' count.
+
+    Names are the convention's (``base.convention``, mapped by
+    :func:`~refstyle.paper.conventions.tap_of`) and must be layers of ``arch``; ``available``:
+    the layers the weights compute (a network whose weights end early). ``layer_weights``
+    has one value per style layer, the cell's or the convention's.
+    """
+    base = base.resolved()
+    for cell in grid.cells:
+        spec = cell.spec
+        for field in ("content_layers", "style_layers"):
+            for name in spec.get(field, ()):
+                try:
+                    check_layers([tap_of(base.convention, name, arch)], arch, available)
+                except LayerError as e:
+                    raise UsageError(f"{cell.where}: {_field(cell, field)}: {e}") from None
+        if "layer_weights" in spec:
+            layers = spec.get("style_layers", base.style_layers)
+            if len(spec["layer_weights"]) != len(layers):
+                said = _field(cell, "style_layers") if "style_layers" in spec else "the convention's style layers"
+                raise UsageError(f"{cell.where}: {_field(cell, 'layer_weights')} has {len(spec['layer_weights'])} "
+                                 f"values for the {len(layers)} layers of {said}: give one per style layer")
+
+
+def _shown(spec):
+    """The image file an 'image' cell shows: ``image``, else the first of ``styles``, else ``content``."""
+    return spec.get("image") or (spec.get("styles") or [None])[0] or spec.get("content")
 
 
 def _inputs(spec):
-    """The image file names a cell reads."""
+    """The image file names a cell reads (its spec checked by :func:`check_spec`)."""
     kind = spec["kind"]
     if kind == "empty":
         return []
     if kind == "image":
-        shown = spec.get("image") or (spec.get("styles") or [None])[0] or spec.get("content")
-        if not shown:
-            raise RefstyleError("an 'image' cell needs 'image', 'styles' or 'content'")
-        return [shown]
-    names = []
-    if kind in ("transfer", "content"):
-        if not spec.get("content"):
-            raise RefstyleError(f"a '{kind}' cell needs 'content' (the photograph)")
-        names.append(spec["content"])
-    if kind in ("transfer", "style"):
-        if not spec.get("styles"):
-            raise RefstyleError(f"a '{kind}' cell needs 'styles' (a list of artworks)")
+        return [_shown(spec)]
+    names = [spec["content"]] if "content" in NEEDS[kind] else []
+    if "styles" in NEEDS[kind]:
         names.extend(spec["styles"])
+    if spec.get("init", INITS[0]) not in INITS:  # a start image
+        names.append(spec["init"])
     return names
 
 
@@ -197,9 +337,10 @@ def cell_job(spec, images, weights, arch, base=Settings(), dtype="float32", devi
              iters=PAPER_ITERS, seed=0, kernels="fast", optimizer=None, weights_input=None):
     """The :class:`Job` of one cell (kinds transfer, content, style) from its merged spec.
 
-    ``base``: the grid's settings (its convention, pooling and rounding); the cell's spec
-    overrides its layers and weights, and :func:`~refstyle.paper.settings.for_kind` keeps the
-    cell's one term for a reconstruction.
+    ``spec``: a cell's, checked (:func:`parse_grid`, :func:`check_grid`). ``base``: the grid's
+    settings (its convention, pooling and rounding); the cell's spec overrides its layers and
+    weights, and :func:`~refstyle.paper.settings.for_kind` keeps the cell's one term for a
+    reconstruction.
     """
     kind = spec["kind"]
     # resolved: the convention's layers stated, so that a cell's cache key holds every setting
@@ -207,14 +348,14 @@ def cell_job(spec, images, weights, arch, base=Settings(), dtype="float32", devi
     if optimizer is not None:  # the grid's optimiser; a cell's own "optimizer" overrides it
         settings = settings._replace(optimizer=optimizer)
     changes = {k: spec[k] for k in ("style_blend", "style_scale", "init", "optimizer", "tv_weight") if k in spec}
+    if changes.get("init", INITS[0]) not in INITS:  # a start image, from the grid's images
+        changes["init"] = images[changes["init"]]
     if "content_layers" in spec:
         changes["content_layers"] = tuple(spec["content_layers"])
     if "style_layers" in spec:
         changes["style_layers"] = tuple(spec["style_layers"])
     style_layers = changes.get("style_layers", settings.style_layers)
-    if "layer_weights" in spec:
-        if len(spec["layer_weights"]) != len(style_layers):
-            raise RefstyleError(f"layer_weights has {len(spec['layer_weights'])} values for {len(style_layers)} style layers")
+    if "layer_weights" in spec:  # one per style layer (check_grid)
         changes["layer_weights"] = dict(zip(style_layers, map(float, spec["layer_weights"])))
     elif "style_layers" in changes:  # the convention's weights for these layers
         changes["layer_weights"] = None
@@ -234,12 +375,15 @@ def cell_key(job, sha256):
     ``sha256(path)`` gives a file's checksum (cached by the caller). Paths themselves do
     not enter the key: the same images and weights elsewhere give the same key.
     """
+    settings = job.settings._asdict()
+    if settings["init"] not in INITS:  # a start image: its contents, as the other images'
+        settings["init"] = sha256(settings["init"])
     record = {
         "refstyle": __version__,
         "kind": job.kind,
         "content": None if job.content is None else sha256(job.content),
         "styles": [sha256(p) for p in job.styles],
-        "settings": job.settings._asdict(),
+        "settings": settings,
         "weights": sha256(job.weights),
         "weights_input": job.weights_input,
         "arch": job.arch,
@@ -253,7 +397,7 @@ def cell_key(job, sha256):
 
 
 def run_cell(job):
-    """Run one cell's optimisation; returns ``{"rgb": uint8 (H, W, 3), "loss", "iterations", ...}``.
+    """Run one cell's optimisation; returns ``{"rgb": uint8 (H, W, 3), "loss", ...}`` (:data:`CELL_NUMBERS`).
 
     A plain function of a plain value, so that any process (a local pool's or a Dask
     worker's) can run it. A run stopped by Ctrl-C comes back with ``interrupted=True``
@@ -279,6 +423,35 @@ def run_cell(job):
     }
 
 
+def cell_shape(job, image_shape=None):
+    """The ``(H, W, 3)`` of the image a job makes, as :func:`~refstyle.paper.synthesis.synthesize` sizes it.
+
+    Its reference image (the photograph, else the first artwork) with the longer side
+    ``size``, aspect ratio kept. ``image_shape(path)``: an image's ``(H, W)`` (read from the
+    file by default).
+    """
+    image_shape = image_shape or (lambda path: load_image(path).shape[:2])
+    reference = job.content if job.content is not None else job.styles[0]
+    return fit_longer(image_shape(reference), job.settings.size) + (3,)
+
+
+def _cache_problem(entry, shape):
+    """What is wrong with a cache entry's arrays (None: nothing): a key missing, the image, a number."""
+    missing = [k for k in ("rgb",) + CELL_NUMBERS if k not in entry]
+    if missing:
+        return f"it has no {', '.join(missing)}"
+    rgb = entry["rgb"]
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or (shape is not None and rgb.shape != tuple(shape)):
+        expected = "H×W×3" if shape is None else "×".join(map(str, shape))
+        return f"its image is {'×'.join(map(str, rgb.shape))}, not {expected}"
+    if rgb.dtype.kind not in "ui" or (rgb.size and (rgb.min() < 0 or rgb.max() > 255)):
+        return f"its image holds {rgb.dtype}, not bytes 0..255"
+    for k in CELL_NUMBERS:
+        if entry[k].shape != () or entry[k].dtype.kind not in "uif" or not np.isfinite(entry[k]):
+            return f"its {k} is not a finite number"
+    return None
+
+
 class CellCache:
     """Finished cells on disk: ``<folder>/<key>.npz`` with the image and its numbers, written atomically."""
 
@@ -288,16 +461,29 @@ class CellCache:
     def path(self, key):
         return os.path.join(self.folder, f"{key}.npz")
 
-    def load(self, key):
+    def load(self, key, shape=None, what=None):
+        """The cell stored under ``key``, checked: ``{"rgb": uint8 (H, W, 3), "loss", ...}`` or None.
+
+        None when there is none, and, with a :class:`~refstyle.errors.RefstyleWarning` naming
+        ``what`` (the cell) and the file, when the entry is damaged: unreadable, a key
+        missing, an image not ``shape`` (``(H, W, 3)``, :func:`cell_shape`; any H×W×3 when
+        None) or not of bytes, a number not finite. A damaged cell is computed again, never drawn.
+        """
+        path = self.path(key)
         try:
-            with np.load(self.path(key), allow_pickle=False) as z:
-                result = {k: z[k] for k in z.files}
+            with np.load(path, allow_pickle=False) as z:
+                entry = {k: z[k] for k in z.files}
         except FileNotFoundError:
             return None
-        except Exception:  # a damaged entry is recomputed
+        except Exception as e:  # any unreadable entry (truncated, not a zip, pickled objects) is recomputed
+            problem = f"not a readable .npz archive ({type(e).__name__}: {e})"
+        else:
+            problem = _cache_problem(entry, shape)
+        if problem is not None:
+            warnings.warn(f"{what + ': ' if what else ''}the cached cell {path} is damaged ({problem}); "
+                          "computing it again", RefstyleWarning, stacklevel=2)
             return None
-        result["rgb"] = result["rgb"].astype(np.uint8)
-        return {k: (v if k == "rgb" else v.item()) for k, v in result.items()}
+        return {"rgb": entry["rgb"].astype(np.uint8), **{k: entry[k].item() for k in CELL_NUMBERS}}
 
     def save(self, key, result):
         os.makedirs(self.folder, exist_ok=True)
@@ -389,17 +575,25 @@ def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32"
     ``refstyle transfer``.
     """
 
-    # the weights read, and the network the grid's settings describe built once, before any cell starts
-    arch = build_network(weights, base.resolved(), arch=arch, kernels=kernels, weights_input=weights_input).arch
-    checksums = {}
+    # the weights read, the network the grid's settings describe built once, and every cell's layers
+    # checked against it, before any cell starts
+    net = build_network(weights, base.resolved(), arch=arch, kernels=kernels, weights_input=weights_input)
+    arch = net.arch
+    check_grid(grid, arch, base, net.layers)
+    checksums, image_shapes = {}, {}
 
     def sha256(path):
         if path not in checksums:
             checksums[path] = file_sha256(path)
         return checksums[path]
 
+    def image_shape(path):
+        if path not in image_shapes:
+            image_shapes[path] = load_image(path).shape[:2]
+        return image_shapes[path]
+
     cache = CellCache(cache_dir or default_cache_dir())
-    out, stats, todo, where = {}, {}, {}, {}
+    out, stats, todo, where, shapes, names = {}, {}, {}, {}, {}, {}
     for cell in grid.cells:
         spec, at = cell.spec, (cell.row, cell.col)
         if spec["kind"] == "empty":
@@ -412,10 +606,12 @@ def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32"
             key = cell_key(job, sha256)
             where.setdefault(key, []).append(at)
             todo[key] = job
+            shapes[key] = cell_shape(job, image_shape)
+            names.setdefault(key, cell.where)
     total = len(todo)
     cached = 0
     for key in list(todo):
-        hit = cache.load(key)
+        hit = cache.load(key, shapes[key], names[key])
         if hit is not None:
             for at in where[key]:
                 out[at], stats[at] = hit["rgb"], {k: v for k, v in hit.items() if k != "rgb"}
