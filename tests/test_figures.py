@@ -418,3 +418,21 @@ def test_an_unreadable_cache_cell_is_computed_again(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cache.load("absent") is None  # no entry: nothing to warn about
+
+
+def test_an_image_too_small_for_a_cells_layers_is_refused_before_any_cell_runs(setup, tmp_path, capsys, monkeypatch):
+    """fig3-like: the last cell reaches conv5_1, which a 12-pixel image cannot: one line, exit 2, no cell computed."""
+    from refstyle.app import figures
+
+    ran = []
+    monkeypatch.setattr(figures, "run_cell", lambda job: ran.append(job) or pytest.fail("a cell ran"))
+    grid = json.loads(open(setup["grid"]).read())
+    grid["rows"] = [{"label": "shallow", "style_layers": ["conv1_1"]}, {"label": "deep", "style_layers": ["conv5_1"]}]
+    (tmp_path / "deep.json").write_text(json.dumps(grid))
+    status = main(["figure", str(tmp_path / "deep.json"), "-o", str(tmp_path / "g.png"), "--weights",
+                   str(setup["weights"]), "--images", str(setup["images"]), "--size", "12", "--iters", "2",
+                   "--cache", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert status == 2 and ran == [] and not (tmp_path / "g.png").exists()
+    assert "row 'deep'" in err and "too small for conv5_1: it needs at least 17 pixels" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

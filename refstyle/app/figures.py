@@ -43,15 +43,15 @@ from typing import NamedTuple
 import numpy as np
 
 from ..version import __version__
-from ..errors import LayerError, RefstyleError, RefstyleWarning, UsageError
+from ..errors import ImageError, LayerError, RefstyleError, RefstyleWarning, UsageError
 from ..io import file_sha256, pyplot, write_npz, write_png
 from ..nn.arch import check_layers
 from ..paper.build import build_network
 from ..paper.conventions import PAPER_ITERS, PAPER_SIZE, tap_of
-from ..paper.images import fit_longer, load_image, resize_longer, to_uint8
+from ..paper.images import load_image, resize_longer, to_uint8
 from ..paper.optimize import OPTIMIZERS
 from ..paper.settings import INITS, KINDS as RUN_KINDS, Settings, for_kind
-from ..paper.synthesis import synthesize
+from ..paper.synthesis import run_shapes, synthesize
 
 SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figure_specs")
 KINDS = RUN_KINDS + ("image", "empty")  # the kinds that run an optimisation, and the two that show an image or none
@@ -427,12 +427,15 @@ def cell_shape(job, image_shape=None):
     """The ``(H, W, 3)`` of the image a job makes, as :func:`~refstyle.paper.synthesis.synthesize` sizes it.
 
     Its reference image (the photograph, else the first artwork) with the longer side
-    ``size``, aspect ratio kept. ``image_shape(path)``: an image's ``(H, W)`` (read from the
-    file by default).
+    ``size``, aspect ratio kept (:func:`~refstyle.paper.synthesis.run_shapes`, which raises
+    :class:`~refstyle.errors.ImageError` for an image too small for its layers).
+    ``image_shape(path)``: an image's ``(H, W)`` (read from the file by default).
     """
     image_shape = image_shape or (lambda path: load_image(path).shape[:2])
     reference = job.content if job.content is not None else job.styles[0]
-    return fit_longer(image_shape(reference), job.settings.size) + (3,)
+    shapes = run_shapes(job.settings, job.arch, image_shape(reference), [image_shape(p) for p in job.styles],
+                        job.content is not None)  # checked: each image large enough for its layers
+    return shapes[-1][0] + (3,)
 
 
 def _cache_problem(entry, shape):
@@ -606,7 +609,10 @@ def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32"
             key = cell_key(job, sha256)
             where.setdefault(key, []).append(at)
             todo[key] = job
-            shapes[key] = cell_shape(job, image_shape)
+            try:  # every image large enough for its layers, before any cell runs
+                shapes[key] = cell_shape(job, image_shape)
+            except ImageError as e:
+                raise UsageError(f"{cell.where}: {e}") from None
             names.setdefault(key, cell.where)
     total = len(todo)
     cached = 0

@@ -48,6 +48,35 @@ def check_size(shape, layers, arch, what="the image", fix="use a larger --size o
         )
 
 
+def run_shapes(settings, arch, reference, artworks=(), photo=True):
+    """The ``(H, W)`` of a run's image and of each artwork at every scale, each checked for the layers it reaches.
+
+    ``reference``: the ``(H, W)`` of the photograph (``photo``), else of the first
+    artwork; ``artworks``: the artworks' ``(H, W)``. The image's longer side is
+    ``settings.size`` at the finest scale (halved at each coarser one), the artworks'
+    that times ``style_scale``, aspect ratios kept: what :func:`synthesize` resizes them
+    to. Raises :func:`check_size`'s error, naming the layer and the fix, for the first
+    image too small, so that a run (or a figure's every cell) is refused before any work.
+    """
+    s = settings.resolved()
+    taps = lambda names: [tap_of(s.convention, name, arch) for name in names]  # noqa: E731 (the convention's names)
+    layers = taps(s.content_layers if photo and s.alpha else []) + taps(s.style_layers if artworks and s.beta else [])
+    shapes = []
+    for k, side in enumerate(scale_sizes(s.size, s.scales)):
+        shape = fit_longer(reference, side)
+        fix = "use a larger --size or a shallower layer"
+        if k < s.scales - 1:
+            fix = f"at the coarsest of --scales {s.scales}; use fewer --scales or a larger --size"
+        check_size(shape, layers, arch, fix=fix)
+        a_side = max(1, round_half_up(max(shape) * s.style_scale))
+        a_shapes = [fit_longer(a, a_side) for a in artworks]
+        if s.beta:
+            for a in a_shapes:
+                check_size(a, taps(s.style_layers), arch, "the artwork", fix + ", or a larger --style-scale")
+        shapes.append((shape, a_shapes))
+    return shapes
+
+
 def scale_sizes(size, scales):
     """The longer side at each of ``scales`` coarse-to-fine scales: ``size / 2^(scales-1-k)``, rounded half up."""
     return [max(1, round_half_up(size / 2 ** (scales - 1 - k))) for k in range(scales)]
@@ -127,21 +156,12 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
     if s.style_scale <= 0:
         raise ImageError(f"--style-scale must be positive, not {s.style_scale}")
     reference = photo if photo is not None else artworks[0]
-    taps = lambda names: [tap_of(s.convention, name, net.arch) for name in names]  # noqa: E731 (the convention's names)
-    layers = taps(s.content_layers if alpha else []) + taps(s.style_layers if beta else [])
+    sizes = run_shapes(s, net.arch, reference.shape[:2], [a.shape[:2] for a in artworks], photo is not None)
     space = net.image  # the space the image is optimised in (build_objective checks it is the convention's)
     x, results = None, []
-    for k, side in enumerate(scale_sizes(s.size, s.scales)):
-        shape = fit_longer(reference.shape[:2], side)
-        fix = "use a larger --size or a shallower layer"
-        if k < s.scales - 1:
-            fix = f"at the coarsest of --scales {s.scales}; use fewer --scales or a larger --size"
-        check_size(shape, layers, net.arch, fix=fix)
+    for k, (shape, a_shapes) in enumerate(sizes):
         p_rgb = resize(photo, shape) if photo is not None else None
-        a_side = max(1, round_half_up(max(shape) * s.style_scale))
-        a_rgbs = [resize(a, fit_longer(a.shape[:2], a_side)) for a in artworks]
-        for a in a_rgbs:
-            check_size(a.shape[:2], taps(s.style_layers), net.arch, "the artwork", fix + ", or a larger --style-scale")
+        a_rgbs = [resize(a, a_shape) for a, a_shape in zip(artworks, a_shapes)]
         if on_scale is not None:
             on_scale(k, shape)
         objective = build_objective(net, p_rgb, a_rgbs, s)
