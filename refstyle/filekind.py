@@ -48,8 +48,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 # The protobuf tags a caffemodel's NetParameter begins with: name (1), layers (2, V1), layer (100).
 CAFFE_TAGS = (b"\x0a", b"\x12", b"\xa2\x06")
-# torch.save's legacy format begins with the pickled magic number 0x1950a86a20f9469cfc6c.
-TORCH_LEGACY = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+# torch.save's legacy format begins with a pickle of this magic number (a 10-byte LONG1).
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+TORCH_LEGACY = b"\x8a\x0a" + TORCH_LEGACY_MAGIC.to_bytes(10, "little")
 
 NAMES = {
     "empty": "an empty file",
