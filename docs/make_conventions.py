@@ -49,7 +49,8 @@ def table():
             else _space(c.feed)
         tv = "none" if c.tv_weight == 0 else f"{c.tv} × {c.tv_weight:g}" + ("" if c.tv_in_loss else ", gradient only")
         rows.append(
-            f"| `{name}` | {_space(c.image)} | {feed} | {c.names}; {c.pooling}, {c.rounding} "
+            f"| `{name}` | {_space(c.image)} | {feed} | {c.names}; {c.pooling}, {c.rounding}"
+            f"{'; filters transposed' if c.filters == 'transposed' else ''} "
             f"| {', '.join(c.content_layers)}; D_c = {c.content_divisor.text} "
             f"| {', '.join(c.style_layers)}; g = {c.gram_divisor.text}, D_s = {c.style_divisor.text} "
             f"| {c.alpha:g}; {c.beta:g}; {_weights(c.content_weights)}; {_weights(c.layer_weights, c.normalise_weights)} "

@@ -9,6 +9,7 @@ even size and at an odd one (where the pooling's rounding and the padding matter
 
 import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ import protowire
 from refstyle.app.cli import main
 from refstyle.app.validate import read_gradient_file
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZES = [(32, 32), (37, 35)]  # even, and odd on both sides (floor pooling reaches pool5 at both)
 WIDTHS = (4, 6, 8, 8, 8)
 
@@ -244,7 +246,8 @@ def test_keras_example(tmp_path, capsys, shape):
 
 @pytest.mark.parametrize("shape", SIZES, ids=["even", "odd"])
 def test_anishathalye(tmp_path, capsys, shape):
-    """anishathalye/neural-style: RGB weights whose input is RGB minus the file's own mean; SAME (ceil) pooling."""
+    """anishathalye/neural-style: RGB weights whose input is RGB minus the .mat's own mean, its filters transposed in
+    space as its vgg.py reads them; SAME (ceil) pooling."""
     torch = require_torch()
     photo, art, start, rng = images(shape, 8)
     from test_matconvnet import write_mat
@@ -254,13 +257,23 @@ def test_anishathalye(tmp_path, capsys, shape):
     write_mat(tmp_path / "imagenet-vgg-verydeep-19.mat", {k: (W.astype(np.float32), b.astype(np.float32))
                                                           for k, (W, b) in bgr.items()},
               layout="meta.normalization", average=np.ones((4, 4, 3)) * np.array(mean))
-    rgb = dict(bgr, conv1_1=(bgr["conv1_1"][0][:, ::-1].copy(), bgr["conv1_1"][1]))  # MatConvNet's RGB filters
+    # anishathalye's vgg.py reads each .mat kernel (height × width × in × out, as MatConvNet stores it) with its
+    # first two axes swapped: its network runs every filter transposed in space, which the record says
+    F = {k: W.transpose(2, 3, 1, 0) for k, (W, _) in bgr.items()}  # the .mat's kernels, conv1_1 still BGR
+    F["conv1_1"] = F["conv1_1"][:, :, ::-1, :]  # MatConvNet's RGB filters
+    theirs = {k: peers.anishathalye_conv_from_mat(F[k], b) for k, (_, b) in bgr.items()}
     space = functools.partial(peers.anishathalye_image_space, mean_pixel=mean)
     x = space(start) + rng.standard_normal((1, 3) + shape)
-    loss, grad = peers.anishathalye(torch, rgb, space(photo), [space(art)], x)
+    loss, grad = peers.anishathalye(torch, theirs, space(photo), [space(art)], x)
     ours, _ = run_grad(tmp_path, capsys, tmp_path / "imagenet-vgg-verydeep-19.mat", "anishathalye", photo, art, x)
-    assert json.loads(str(ours["image"]))["mean"] == list(mean)  # the weights file's mean is the image space's
     agree(ours, loss, grad)
+    as_stored = dict(json.loads((ROOT / "refstyle/paper/records/anishathalye.json").read_text()), filters="as-stored",
+                     name="as-stored")
+    (tmp_path / "as-stored.json").write_text(json.dumps(as_stored))
+    other, _ = run_grad(tmp_path, capsys, tmp_path / "imagenet-vgg-verydeep-19.mat", str(tmp_path / "as-stored.json"),
+                        photo, art, x, "--force")
+    assert abs(float(other["loss"]) / loss - 1) > 1e-3  # the filters as MatConvNet stores them: another network
+    assert json.loads(str(ours["image"]))["mean"] == list(mean)  # the weights file's mean is the image space's
 
 
 def test_compare_names_the_image_scale_and_the_record_that_fixes_it(tmp_path, capsys):

@@ -14,7 +14,7 @@ from ..errors import RefstyleError
 from ..nn.arch import check_layers
 from ..nn.inputs import CAFFE_INPUT, InputStage, describe_input
 from ..nn.vgg import VGG
-from ..weights import load_weights
+from ..weights import Weights, load_weights
 from .conventions import get_convention, tap_of
 
 
@@ -25,12 +25,15 @@ def build_network(weights, settings, arch=None, dtype="float32", device="cpu", k
     ``weights``: loaded weights (:func:`refstyle.load_weights`, :func:`refstyle.generate_weights`)
     or a file or known name, loaded here unfolded (the network's input stage maps the
     convention's image space exactly) with ``weights_input`` stating their input where the
-    file does not.
+    file does not. A convention whose implementation runs the filters transposed in space
+    (``"filters": "transposed"``) gets them so.
     """
     s = settings.resolved()
     convention = get_convention(s.convention)
     if not isinstance(weights, Mapping):
         weights = load_weights(weights, arch=arch, input=weights_input, fold=False)
+    if convention.filters == "transposed":  # the implementation runs each 3×3 filter transposed in space
+        weights = Weights({name: (W.swapaxes(2, 3), b) for name, (W, b) in weights.items()}, getattr(weights, "meta", {}))
     trained_on = dict(getattr(weights, "meta", {}).get("input") or CAFFE_INPUT)
     net = VGG(weights, arch=arch, pooling=s.pooling, dtype=dtype, kernels=kernels, device=device,
               rounding=s.rounding, image=convention.image_space(trained_on), feed=convention.feed_space(trained_on))

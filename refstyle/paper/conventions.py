@@ -39,7 +39,8 @@ weights file's own mean pixel, as a MatConvNet file states it);
 ``feed``: what ``conv1_1`` is fed: ``null`` (the input the weights were trained on),
 ``"image"`` (:math:`\vec x` as it is, whatever the weights expect), or a space; the zero
 padding is in that space;
-``names``: how the implementation names layers (:data:`NAMINGS`); ``pooling``, ``rounding``;
+``names``: how the implementation names layers (:data:`NAMINGS`); ``filters``: whether it runs
+the weights' 3×3 filters as stored or transposed in space (:data:`FILTERS`); ``pooling``, ``rounding``;
 ``alpha``, ``beta``;
 ``content``: ``{"layers", "weights", "divide_by"}``; ``style``: ``{"layers", "weights",
 "normalise_weights", "gram_divide_by", "divide_by"}``, where ``weights`` is a list (one per
@@ -72,6 +73,9 @@ PAPER_MAXCOR = 20  # L-BFGS history, as in the author's DeepTextures code
 
 RECORDS_DIR = Path(__file__).resolve().parent / "records"  # the built-in records, shipped with the package
 FROM_WEIGHTS = "weights"  # an image space's "mean": the weights file's own mean pixel
+# A record's "filters": how the implementation runs the weights file's 3×3 filters, as stored or transposed in
+# space (anishathalye/neural-style reads MatConvNet's height × width as width × height).
+FILTERS = ("as-stored", "transposed")
 FEED_IMAGE = "image"  # a record's "feed": conv1_1 takes x as it is
 
 
@@ -150,6 +154,7 @@ class Convention(NamedTuple):
     source: dict = None
     differences: tuple = ()
     path: str = None  # the file it was read from
+    filters: str = "as-stored"  # a FILTERS: the weights' 3×3 filters as stored, or transposed in space
 
     def content_factor(self, N, M, H, W):
         r"""What the paper's :math:`\frac12\sum(F-P)^2` is multiplied by: :math:`2/D_c`."""
@@ -220,6 +225,7 @@ PAPER = {
     "image": "caffe",
     "feed": None,
     "names": "caffe",
+    "filters": FILTERS[0],
     "pooling": PAPER_POOLING,
     "rounding": "ceil",
     "alpha": PAPER_RATIO,
@@ -294,7 +300,8 @@ def parse_record(data, where="the convention record"):
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise _bad(where, "name", "a name of letters, digits, '.', '_' and '-'", name)
     d = {**PAPER, **data}
-    for field, choices in (("pooling", POOLINGS), ("rounding", ROUNDINGS), ("names", tuple(NAMINGS))):
+    for field, choices in (("pooling", POOLINGS), ("rounding", ROUNDINGS), ("names", tuple(NAMINGS)),
+                           ("filters", FILTERS)):
         if d[field] not in choices:
             raise _bad(where, field, "one of " + ", ".join(map(repr, choices)), d[field])
     content = _part(where, "content", data, ("layers", "weights", "divide_by"))
@@ -321,6 +328,7 @@ def parse_record(data, where="the convention record"):
         image=_space(where, "image", d["image"]),
         feed=_space(where, "feed", d["feed"], allow_feed=True),
         names=d["names"],
+        filters=d["filters"],
         pooling=d["pooling"],
         rounding=d["rounding"],
         alpha=_number(where, "alpha", d["alpha"]),
