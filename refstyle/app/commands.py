@@ -34,6 +34,7 @@ from ..weights.cache import cache_dir, list_cache, list_sources
 from ..weights.catalogue import find_source, size_text
 from ..weights.download import fetch
 from .explain import explain as explain_steps
+from .signals import stop_reason, stop_status
 from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
 from .validate import compare_files, gradient_arrays, write_gradient_file
 
@@ -135,7 +136,7 @@ def run_network(args, settings, weights=None, dtype=None):
 
 
 def grad(args):
-    check_writable(args.output, args.force)
+    check_writable(args.output, args.force, suffix=".npz")
     settings = run_settings(args)
     net = run_network(args, settings)
     shape = None
@@ -211,7 +212,7 @@ def gradcheck(args):
 
 def compare(args):
     if args.plot is not None:
-        check_writable(args.plot, args.force)
+        check_writable(args.plot, args.force, suffix=".png")
     result = compare_files(args.a, args.b, args.tol, plot=args.plot)
     print(f"A = {args.a}\nB = {args.b}")
     print(result.format())
@@ -225,15 +226,20 @@ def compare(args):
 # ---------------------------------------------------------------------------
 
 
-def _synthesis_run(args, photo, artworks, kind):
-    """Shared by transfer and reconstruct: run, show progress, write the image, its log and metadata."""
+def _check_outputs(args):
+    """Every file a transfer or reconstruction writes, checked before any work: ``(stem, total iterations)``."""
     stem, _ = os.path.splitext(args.output)
     total = args.iters * args.scales
-    if args.save_every < 0:
-        raise RefstyleError(f"--save-every must be 0 (off) or a positive number, not {args.save_every}")
     snapshots = [f"{stem}.{n:05d}.png" for n in range(args.save_every, total + 1, args.save_every)] if args.save_every else []
-    for path in [args.output, stem + ".losses.csv"] + snapshots:  # every file this run writes
+    check_writable(args.output, args.force, suffix=".png")
+    for path in [stem + ".losses.csv"] + snapshots:  # every other file this run writes
         check_writable(path, args.force)
+    return stem, total
+
+
+def _synthesis_run(args, photo, artworks, kind):
+    """Shared by transfer and reconstruct: run, show progress, write the image, its log and metadata."""
+    stem, total = _check_outputs(args)
     settings = run_settings(args, kind)
     net = run_network(args, settings)
     bar = Progress(total, label=f"{kind} ")
@@ -269,21 +275,23 @@ def _synthesis_run(args, photo, artworks, kind):
             f.write(buf.getvalue())
     first = log[0][3] if log else float("nan")
     if meta["interrupted"]:
-        print(f"interrupted after {meta['iterations']} iterations: wrote the best image so far to "
+        print(f"{stop_reason()} after {meta['iterations']} iterations: wrote the best image so far to "
               f"{os.path.abspath(args.output)}")
-        return 130
+        return stop_status()
     print(f"wrote {os.path.abspath(args.output)} ({result.rgb.shape[0]}×{result.rgb.shape[1]}): loss {first:.4e} -> {meta['loss']:.4e} "
           f"in {meta['iterations']} iterations, {meta['evaluations']} evaluations; log {stem}.losses.csv")
     return 0
 
 
 def transfer(args):
+    _check_outputs(args)  # before the images are read
     photo = load_image(args.content)
     artworks = [load_image(a) for a in args.styles]
     return _synthesis_run(args, photo, artworks, "transfer")
 
 
 def reconstruct(args):
+    _check_outputs(args)
     image = load_image(args.image)
     if args.what == "content":
         return _synthesis_run(args, image, [], "content")
@@ -305,7 +313,7 @@ def figure(args):
         raise RefstyleError("give a figure name (or a grid .json file) and -o OUT.png; --list shows the figures")
     if args.weights is None:
         raise RefstyleError("give the VGG weights with --weights FILE")
-    check_writable(args.output, args.force)
+    check_writable(args.output, args.force, suffix=".png")
     grid = load_grid(args.name)
     images = find_images(grid, args.images if args.images is not None else default_images_dir())
     weights_path = resolve_weights(args.weights)

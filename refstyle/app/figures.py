@@ -42,6 +42,7 @@ from ..paper.images import load_image, resize_longer, to_uint8
 from ..paper.settings import Settings
 from ..paper.synthesis import synthesize
 from ..weights import load_weights
+from .signals import Lifeline, follow_parent
 
 SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figure_specs")
 KINDS = ("transfer", "content", "style", "image", "empty")
@@ -351,8 +352,11 @@ def _run_all(todo, jobs, scheduler, on_done):
 
         # jobs × threads = cores, not jobs × cores (workers start at the first submits and read it then)
         threads = _blas_threads(max(1, (os.cpu_count() or 1) // jobs))
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-        with threads, pool:
+        context = multiprocessing.get_context("spawn")
+        lifeline = Lifeline(context)  # the workers end with this process, however it ends
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=follow_parent,
+                                   initargs=(lifeline.reader, lifeline.parent))
+        with lifeline, threads, pool:
             futures = {pool.submit(run_cell, job): key for key, job in todo.items()}
             try:
                 for future in as_completed(futures):
@@ -360,6 +364,7 @@ def _run_all(todo, jobs, scheduler, on_done):
             except BaseException:
                 for future in futures:
                     future.cancel()
+                lifeline.cut()  # the running cells end now, rather than when they finish
                 raise
     else:
         for key, job in todo.items():

@@ -40,6 +40,7 @@ from ..nn.inputs import CAFFE_INPUT, InputStage, describe_input, is_input_conven
 
 REQUIRED_KEYS = ("x", "loss", "loss_content", "loss_style", "grad")
 SEPARABLE_KEYS = ("loss_content", "loss_style")  # NaN: the writer gave only the total loss
+TEXT_KEYS = ("settings", "image")  # JSON strings, not numbers
 
 
 def gradient_arrays(x, evaluation, settings=None):
@@ -98,6 +99,12 @@ def read_gradient_file(path):
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
         raise RefstyleError(f"{path}: a gradient file needs the keys {', '.join(missing)} (see refstyle grad --help)")
+    for key, v in arrays.items():
+        if key not in TEXT_KEYS and not np.issubdtype(v.dtype, np.floating):
+            raise RefstyleError(
+                f"{path}: {key} holds {v.dtype} values; a gradient file holds floating-point arrays (an integer "
+                "image or loss would hide the rounding being compared): save them with .astype(numpy.float64)"
+            )
     image_space(arrays, path)  # a malformed image space is an error at once, naming the file
     return arrays
 
@@ -133,7 +140,7 @@ def _order(key):
 
 class Row(NamedTuple):
     key: str
-    status: str  # "ok", "DIFF", "SHAPE", "only in A", "only in B", "not given"
+    status: str  # "ok", "DIFF", "SHAPE", "only in A", "only in B", "not given", or non-finite ("NaN in B", ...)
     shape: tuple
     max_rel: float  # max |a - b| / max(|a|, |b|)
     scale: float  # the least-squares factor s with a ≈ s b: far from 1 means a constant factor
@@ -147,7 +154,8 @@ class Comparison(NamedTuple):
 
     @property
     def failed(self):
-        return [r for r in self.rows if r.status in ("DIFF", "SHAPE") or (r.status.startswith("only") and r.key in REQUIRED_KEYS)]
+        return [r for r in self.rows if r.status in ("DIFF", "SHAPE") or r.status.startswith(NON_FINITE)
+                or (r.status.startswith("only") and r.key in REQUIRED_KEYS)]
 
     def format(self, names=("A", "B")):
         lines = []
@@ -169,6 +177,8 @@ class Comparison(NamedTuple):
             hint = ""
             if first.status == "DIFF" and abs(first.scale - 1) > self.tol and not np.isnan(first.scale):
                 hint = f" (it is off by a factor of about {first.scale:.6g}: a scaling convention?)"
+            elif first.status.startswith(NON_FINITE):
+                hint = f" ({first.status}: no error can be measured; the computation overflowed or divided by zero)"
             lines.append(
                 f"FAIL: {len(failed)} of {len(self.rows)} arrays differ beyond {self.tol:g}; "
                 f"in network order the first is {first.key}{hint}"
@@ -177,6 +187,19 @@ class Comparison(NamedTuple):
             lines.append(f"PASS: all {len(self.rows)} arrays agree within {self.tol:g}")
         lines += [f"why: {reason}" for reason in self.reasons]
         return "\n".join(lines)
+
+
+NON_FINITE = ("NaN", "Inf")  # how a row whose values are not all finite begins its status
+
+
+def non_finite(a, b, names=("A", "B")):
+    """None where both arrays are finite, else what they hold and where: ``"NaN in B"``, ``"NaN in A, Inf in B"``."""
+    found = []
+    for name, v in zip(names, (a, b)):
+        kinds = [kind for kind, test in zip(NON_FINITE, (np.isnan, np.isinf)) if np.any(test(v))]
+        if kinds:
+            found.append(f"{' and '.join(kinds)} in {name}")
+    return ", ".join(found) if found else None
 
 
 def relative_error(x, y):
@@ -198,7 +221,7 @@ def compare_arrays(a, b, tol=1e-4):
         converted = (space_b, space_a)
     rows = []
     for key in sorted(set(a) | set(b), key=_order):
-        if key in ("settings", "image"):  # text, not numbers
+        if key in TEXT_KEYS:
             continue
         if key not in b or key not in a:
             shape = np.shape(a[key] if key in a else b[key])
@@ -211,10 +234,13 @@ def compare_arrays(a, b, tol=1e-4):
         if key in SEPARABLE_KEYS and x.ndim == 0 and (np.isnan(x) or np.isnan(y)):
             rows.append(Row(key, "not given", x.shape, np.nan, np.nan))
             continue
-        finite = np.all(np.isfinite(x)) and np.all(np.isfinite(y))
-        err = relative_error(x, y) if finite else np.inf
+        bad = non_finite(x, y)
+        if bad is not None:
+            rows.append(Row(key, bad, x.shape, np.nan, np.nan))
+            continue
+        err = relative_error(x, y)
         yy = float(np.sum(y * y))
-        s = float(np.sum(x * y) / yy) if yy > 0 and finite else np.nan
+        s = float(np.sum(x * y) / yy) if yy > 0 else np.nan
         rows.append(Row(key, "ok" if err <= tol else "DIFF", x.shape, err, s))
     return Comparison(rows, tol, tuple(diagnose(rows, a, b, tol)), converted)
 
