@@ -22,6 +22,7 @@ from ..nn.vgg import VGG
 from ..paper.conventions import PAPER_MAXCOR, PAPER_POOLING, get_convention, loss_weights, tap_of
 from ..paper.gradcheck import check_gradient
 from ..paper.images import deprocess, load_image, resize_longer, save_image, sized_inputs, white_noise
+from ..paper.memory import check_run_memory
 from ..paper.normalize import normalize_over_images
 from ..paper.objective import build_objective
 from ..paper.optimize import LBFGS
@@ -241,6 +242,9 @@ def _synthesis_run(args, photo, artworks, kind):
     """Shared by transfer and reconstruct: run, show progress, write the image, its log and metadata."""
     stem, total = _check_outputs(args)
     settings = run_settings(args, kind)
+    check_run_memory(settings, None if photo is None else photo.shape[:2], [a.shape[:2] for a in artworks],
+                     arch=args.arch or "vgg19", dtype=args.dtype, kernels=device_default(args, "kernels"),
+                     device=args.device)  # before the weights are read: nothing large is allocated yet
     net = run_network(args, settings)
     bar = Progress(total, label=f"{kind} ")
     log, done = [], [0]
