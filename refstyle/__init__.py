@@ -4,7 +4,7 @@ The VGG network, its gradients and the paper's losses written out in NumPy (CuPy
 GPU), computed the way Caffe computes them::
 
     import refstyle
-    w = refstyle.load_weights(path)                      # .caffemodel or refstyle .npz
+    w = refstyle.load_weights(path)                      # any file of refstyle.weights.formats
     net = refstyle.VGG(w, arch="vgg16", pooling="avg")   # float32 NumPy by default
     F, cache = net.forward(x, ["conv1_1", "conv4_2"])    # x: 1×3×H×W, BGR, mean subtracted
     dx = net.backward({"conv4_2": dF}, cache)            # ∂(Σ F·dF)/∂x

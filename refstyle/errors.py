@@ -26,3 +26,7 @@ class ImageError(RefstyleError):
 
 class RefstyleWarning(UserWarning):
     """Something the user should know and may have to fix, that does not stop the run (one line on stderr)."""
+
+
+class NonFiniteWeightsError(WeightsError):
+    """Weights holding NaN or Inf: a damaged file, or a training run that diverged."""

@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, shared_path
 
 PACKAGE = ROOT / "refstyle"
-FOUNDATION = {"refstyle.errors", "refstyle.backend", "refstyle.io", "refstyle.progress", "refstyle.version"}
+FOUNDATION = {"refstyle.errors", "refstyle.backend", "refstyle.filekind", "refstyle.io", "refstyle.progress", "refstyle.version"}
 LAYERS = ["refstyle.nn", "refstyle.weights", "refstyle.paper", "refstyle.app"]
 
 

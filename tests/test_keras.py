@@ -81,3 +81,76 @@ def test_h5_files_without_vgg_convolutions(tmp_path):
     cut.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
     with pytest.raises(WeightsError, match="not a readable HDF5 file"):
         refstyle.load_weights(cut)
+
+
+def write_released(path, w, theano=False, backend=None):
+    """Keras 1's keras.applications files: <layer>/<layer>_W_1:0 and _b_1:0, with the attributes Keras writes.
+
+    ``theano``: the ``..._th_dim_ordering_th_kernels`` layout, kernels (out, in, kh, kw) flipped in space,
+    as Theano's convolution needs them (keras.utils.convert_kernel flips the spatial axes).
+    """
+    with h5py.File(path, "w") as f:
+        names = []
+        for name, (W, b) in w.items():
+            layer = f"block{name[4]}_conv{name[6]}"
+            names.append(layer)
+            group = f.create_group(layer)
+            group.attrs["weight_names"] = [f"{layer}_W_1:0".encode(), f"{layer}_b_1:0".encode()]
+            group[f"{layer}_W_1:0"] = W[:, :, ::-1, ::-1] if theano else kernel(W)
+            group[f"{layer}_b_1:0"] = b
+        f.create_group("block1_pool").attrs["weight_names"] = []
+        f.attrs["layer_names"] = [n.encode() for n in names]
+        if backend is not None:
+            f.attrs["backend"] = backend.encode()
+    return path
+
+
+@pytest.mark.parametrize("theano", [False, True], ids=["tf_kernels", "th_kernels"])
+def test_keras_released_files_load_as_the_caffemodel_of_the_same_weights(tmp_path, theano):
+    from protowire import caffemodel
+
+    w = refstyle.generate_weights("vgg19", widths=(2, 3, 4, 4, 4), seed=8, dtype="float32")
+    ordering = "th_dim_ordering_th_kernels" if theano else "tf_dim_ordering_tf_kernels"
+    path = write_released(tmp_path / f"vgg19_weights_{ordering}_notop.h5", w, theano=theano)
+    (tmp_path / "same.caffemodel").write_bytes(caffemodel(w, version=2))
+    got = refstyle.load_weights(path)
+    ref = refstyle.load_weights(tmp_path / "same.caffemodel")
+    assert list(got) == list(ref) and got.meta["arch"] == "vgg19" and got.meta["format"] == "keras-h5"
+    for name in w:
+        np.testing.assert_array_equal(got[name][0], ref[name][0])
+        np.testing.assert_array_equal(got[name][1], ref[name][1])
+    assert ("checkpoint" in got.meta) == theano
+
+
+def test_keras_released_file_against_an_independent_reading(tmp_path):
+    """h5py's datasets, transposed here by index, against the reader; and a tf-shaped file saved under Theano."""
+    w = small()
+    path = write_released(tmp_path / "v16.h5", w)
+    got = refstyle.load_weights(path)
+    with h5py.File(path, "r") as f:
+        for name in w:
+            layer = f"block{name[4]}_conv{name[6]}"
+            K = f[layer][f"{layer}_W_1:0"][()]
+            W = np.array([[K[:, :, i, o] for i in range(K.shape[2])] for o in range(K.shape[3])])
+            np.testing.assert_array_equal(got[name][0], W)
+            np.testing.assert_array_equal(got[name][1], f[layer][f"{layer}_b_1:0"][()])
+    flipped = {name: (W[:, :, ::-1, ::-1], b) for name, (W, b) in w.items()}
+    theano = refstyle.load_weights(write_released(tmp_path / "th.h5", flipped, backend="theano"))
+    for name in w:  # (kh, kw, in, out) kernels saved under Theano: flipped back too
+        np.testing.assert_array_equal(theano[name][0], w[name][0])
+
+
+def test_keras_files_of_the_wrong_shapes(tmp_path):
+    w = small()
+    path = tmp_path / "bad.h5"
+    with h5py.File(path, "w") as f:
+        f["block1_conv1/block1_conv1_W_1:0"] = np.ones((5, 5, 3, 2), np.float32)
+        f["block1_conv1/block1_conv1_b_1:0"] = np.ones(2, np.float32)
+    with pytest.raises(WeightsError, match=r"bad.h5: conv1_1's kernel has shape \(5, 5, 3, 2\), neither "
+                                           r"TensorFlow's \(3, 3, in, out\) nor Theano's \(out, in, 3, 3\)"):
+        refstyle.load_weights(path)
+    with h5py.File(path, "w") as f:
+        f["block1_conv1/block1_conv1_W_1:0"] = kernel(w["conv1_1"][0])
+        f["block1_conv1/block1_conv1_b_1:0"] = np.ones(7, np.float32)
+    with pytest.raises(WeightsError, match=r"conv1_1's bias has shape \(7,\) for 2 filters"):
+        refstyle.load_weights(path)

@@ -1,6 +1,7 @@
 """The paper's normalised network (SPEC §3): mean responses of 1, responses divided per channel."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -123,3 +124,24 @@ def test_the_weights_order_does_not_matter():
     a, b = normalize(weights, means).weights, normalize(shuffled, means).weights
     for name in weights:
         np.testing.assert_array_equal(a[name][0], b[name][0], err_msg=name)
+
+
+def test_normalize_over_scikit_images_photographs_into_the_cache(tmp_path, monkeypatch, capsys):
+    """``--images skimage:`` is the stated set SKIMAGE_PHOTOS; without OUT the .npz goes to the cache, its record
+    naming the images."""
+    from refstyle.paper.images import SKIMAGE_PHOTOS, resolve_image
+
+    try:
+        resolve_image("skimage:chelsea")
+    except refstyle.RefstyleError as e:
+        pytest.skip(str(e))
+    monkeypatch.setenv("REFSTYLE_CACHE", str(tmp_path / "cache"))
+    src = tmp_path / "small.npz"
+    refstyle.save_npz(refstyle.generate_weights("vgg19", widths=(4, 4, 4, 4, 4), seed=2, dtype="float32"), src)
+    assert main(["weights", "normalize", str(src), "--images", "skimage:", "--size", "32"]) == 0
+    out = tmp_path / "cache" / "weights" / "normalized" / "small-skimage-32px-max.npz"
+    assert str(out) in capsys.readouterr().out
+    record = refstyle.load_weights(out).meta["normalized"]
+    assert record["images"] == len(SKIMAGE_PHOTOS) == 10 and record["size"] == 32
+    assert record["image_names"] == [os.path.basename(resolve_image("skimage:" + n)) for n in SKIMAGE_PHOTOS]
+    assert "over 10 images (astronaut.png, brick.png," in refstyle.weights.describe(out)

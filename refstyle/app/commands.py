@@ -21,7 +21,10 @@ from ..nn.arch import check_layers
 from ..nn.vgg import VGG
 from ..paper.conventions import PAPER_MAXCOR, PAPER_POOLING, get_convention, loss_weights, tap_of
 from ..paper.gradcheck import check_gradient
-from ..paper.images import deprocess, load_image, resize_longer, save_image, sized_inputs, white_noise
+from ..paper.images import (
+    SKIMAGE_PHOTOS, SKIMAGE_PREFIX, deprocess, load_image, resize_longer, resolve_image, save_image, sized_inputs,
+    white_noise,
+)
 from ..paper.memory import check_run_memory
 from ..paper.normalize import normalize_over_images
 from ..paper.objective import build_objective
@@ -384,6 +387,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".p
 
 
 def _image_files(folder):
+    """The images of a folder, or for ``skimage:`` scikit-image's photographs (``SKIMAGE_PHOTOS``)."""
+    if folder == SKIMAGE_PREFIX:
+        return [resolve_image(SKIMAGE_PREFIX + name) for name in SKIMAGE_PHOTOS]
     if not os.path.isdir(folder):
         raise RefstyleError(f"{folder}: no such folder of images")
     paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
@@ -392,7 +398,18 @@ def _image_files(folder):
     return paths
 
 
+def _normalized_path(args):
+    """Where ``weights normalize`` writes without OUT: ``<cache>/normalized/<weights>-<images>-<size>px-<pooling>.npz``."""
+    stem = os.path.splitext(os.path.basename(os.fspath(args.input)))[0]
+    images = "skimage" if args.images == SKIMAGE_PREFIX else os.path.basename(os.path.normpath(args.images))
+    folder = os.path.join(cache_dir(), "normalized")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"{stem}-{images}-{args.size}px-{args.pooling}.npz")
+
+
 def weights_normalize(args):
+    if args.output is None:
+        args.output = _normalized_path(args)
     check_writable(args.output, args.force)
     paths = _image_files(args.images)
     weights = load_weights(args.input, arch=args.arch, input=args.weights_input)

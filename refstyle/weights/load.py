@@ -1,9 +1,8 @@
 """Loading VGG weights from any file refstyle reads, by path or by a known name.
 
 :func:`load_weights` finds the file (a path, or a known name in the cache:
-:mod:`.cache`), tells its format from its first bytes, reads it with that format's
-reader (:mod:`.caffemodel`, :mod:`.keras`, :mod:`.pth`, :mod:`.npz`), keeps the VGG
-convolutions, checks them against the architecture
+:mod:`.cache`), reads it with the reader its content calls for (:mod:`.formats`, the
+registry of readers), keeps the VGG convolutions, checks them against the architecture
 (:func:`refstyle.nn.arch.check_weights`) and folds another input convention into
 ``conv1_1`` (:mod:`.fold`). :func:`describe` summarises a file for ``refstyle weights info``.
 """
@@ -14,18 +13,14 @@ import warnings
 import numpy as np
 
 from ..errors import RefstyleWarning, WeightsError
-from ..nn.arch import VGG_CONV_NAMES, check_arch, check_weights, infer_arch
+from ..nn.arch import check_arch, check_weights, infer_arch
 from ..nn.inputs import CAFFE_INPUT, describe_input, input_by_name
 from .cache import resolve, source_named_like, source_of
-from .caffemodel import caffemodel_layers, read_caffemodel
+from .caffemodel import caffemodel_layers
 from .catalogue import load_sources
-from .files import open_weights
 from .fold import take_caffe_input
-from .keras import read_keras_h5
-from .model import Weights, keep_vgg
-from .npz import RECORDED, load_npz
-from .pth import read_pth
-from .torch_pickle import pth_format
+from .formats import format_title, read_weights, reader_for
+from .npz import RECORDED
 
 
 def _known_names():
@@ -35,36 +30,9 @@ def _known_names():
         return []
 
 
-def _sniff(path):
-    hint = (f" (give a .caffemodel, .h5, .pth or .npz path, or a known name: {', '.join(_known_names())}; "
+def _hint():
+    return (f" (give a weights file or a known name: {', '.join(_known_names())}; "
             "`refstyle weights list` shows them)")
-    with open_weights(path, hint) as f:
-        return f.read(8)
-
-
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
-def _read(path, head):
-    """Read any supported file into unchecked :class:`Weights`."""
-    source = {"source": os.path.abspath(path), "input": CAFFE_INPUT}
-    kind = pth_format(path)
-    if kind is not None:
-        layers, info = read_pth(path)
-        meta = dict(source, format=kind, input=info["input"], naming=info["naming"])
-        if info["naming"] == "torchvision":  # the key names say nothing certain about the input
-            meta["input_guessed"] = True
-        if "arch" in info:
-            meta["arch"] = info["arch"]
-        checkpoint = {k: info[k] for k in ("layout", "prefix", "wrapper", "batchnorm") if info.get(k)}
-        if checkpoint:
-            meta["checkpoint"] = checkpoint  # how the state dict was laid out (recorded in a converted .npz)
-        return keep_vgg(layers, meta)
-    if head.startswith(b"PK"):
-        return load_npz(path)
-    if head.startswith(HDF5_MAGIC):
-        return keep_vgg(read_keras_h5(path), dict(source, format="keras-h5"))
-    return keep_vgg(read_caffemodel(path), dict(source, format="caffemodel"))
 
 
 def known_source(name):
@@ -85,7 +53,7 @@ def resolve_weights(name):
 
 
 def load_weights(path, arch=None, input=None, fold=True):
-    """Load VGG weights from a ``.caffemodel`` (Caffe V1 or V2), a Keras ``.h5``, a PyTorch ``.pth`` or the project's ``.npz``.
+    """Load VGG weights from any file of :data:`~refstyle.weights.formats.FORMATS`, told by its content.
 
     Returns :class:`Weights`, checked against ``arch`` (default: the architecture
     they record or imply, which is then stored in ``meta['arch']``).
@@ -104,7 +72,7 @@ def load_weights(path, arch=None, input=None, fold=True):
     if arch is not None:
         check_arch(arch)
     path = resolve_weights(path)
-    weights = _read(path, _sniff(path))
+    weights = read_weights(path, _hint())
     guessed = weights.meta.pop("input_guessed", False)
     source = source_of(path)  # a known source's file, named or given by its path: its record says its input
     if source is not None:
@@ -141,46 +109,47 @@ def describe(path):
     """A human-readable summary of a weights file, for ``refstyle weights info``."""
     name = os.fspath(path)
     path = resolve_weights(name)
-    head = _sniff(path)
+    reader = reader_for(path, _hint())
     source = source_of(path)
     lines = [f"file:   {path} ({os.path.getsize(path):,} bytes)" + (f", the known weights {name}" if path != name else "")]
-    if head.startswith(b"PK") or head.startswith(HDF5_MAGIC) or pth_format(path):
-        weights = _read(path, head)
-        guessed = weights.meta.pop("input_guessed", False)
-        named = source_named_like(path) if guessed and source is None else None
-        if source is not None:
-            weights.meta["input"] = source.input
-        elif named is not None and named.format == "pth":
-            weights.meta["input"] = named.input
-            weights.meta["input_note"] = (f"from the record {named.name}, by the file's name: state it with "
-                                          "--weights-input to confirm")
-        elif guessed:
-            weights.meta["input_note"] = ("a guess from torchvision's key names: neural-style-pt's files hold "
-                                          "Caffe weights under them; state it with --weights-input")
-        formats = {"npz": "refstyle .npz", "keras-h5": "Keras HDF5 (its 3×3 convolutions)",
-                   "pth-zip": "PyTorch state dict (zip)", "pth-legacy": "PyTorch state dict (legacy, before 1.6)"}
-        lines.append(f"format: {formats[weights.meta['format']]}")
-        note = weights.meta.pop("input_note", None)
-        lines.append(f"input:  {weights.meta.get('input', CAFFE_INPUT)}" + (f" ({note})" if note else ""))
-        for key in RECORDED:
-            if key in weights.meta:
-                value = weights.meta[key]
-                if key == "input_conversion":
-                    value = value["note"]
-                elif key == "normalized":
-                    value = f"over {value['images']} images at {value['size']} px, {value['pooling']} pooling"
-                lines.append(f"{key}: {value}")
-        rows = [(name, "Convolution", [np.shape(W), np.shape(b)]) for name, (W, b) in weights.items()]
-    else:
-        lines.append("format: Caffe caffemodel (protobuf NetParameter)")
+    if source is not None:
+        lines.append(f"what:   {source.description}")
+    weights = read_weights(path)  # every format's values are read: NaN and Inf are refused here too
+    guessed = weights.meta.pop("input_guessed", False)
+    named = source_named_like(path) if guessed and source is None else None
+    if source is not None:
+        weights.meta["input"] = source.input
+    elif named is not None and named.format == "pth":
+        weights.meta["input"] = named.input
+        weights.meta["input_note"] = (f"from the record {named.name}, by the file's name: state it with "
+                                      "--weights-input to confirm")
+    elif guessed:
+        weights.meta["input_note"] = ("a guess from torchvision's key names: neural-style-pt's files hold "
+                                      "Caffe weights under them; state it with --weights-input")
+    lines.append(f"format: {format_title(weights.meta['format'])}")
+    note = weights.meta.pop("input_note", None)
+    lines.append(f"input:  {weights.meta.get('input', CAFFE_INPUT)}" + (f" ({note})" if note else ""))
+    for key in RECORDED:
+        if key in weights.meta:
+            value = weights.meta[key]
+            if key == "input_conversion":
+                value = value["note"]
+            elif key == "normalized":
+                names = f" ({', '.join(value['image_names'])})" if value.get("image_names") else ""
+                value = f"over {value['images']} images{names} at {value['size']} px, {value['pooling']} pooling"
+            elif key == "quantised":
+                steps = ", ".join(f"{layer} {step:.1%}" for layer, step in value["worst_relative_step"].items())
+                central = value.get("central_step_over_rms", {})
+                coarsest = max(central, key=central.get, default=None)
+                value = (f"{value['levels']} levels per layer; the worst relative step (the widest gap between "
+                         f"levels over the layer's largest |weight|): {steps}" + (
+                             f"; among the levels holding 99% of the weights, the widest gap is at most "
+                             f"{central[coarsest]:.1%} of the layer's RMS weight ({coarsest})" if coarsest else ""))
+            lines.append(f"{key}: {value}")
+    if reader.name == "caffemodel":  # every layer of the net, the classifier too, with its blobs' shapes
         rows = caffemodel_layers(path)
-        weights = Weights(
-            {
-                name: (np.broadcast_to(np.empty((), bool), shapes[0]), np.empty(int(np.prod(shapes[1])), bool))
-                for name, kind, shapes in rows
-                if kind.lower() == "convolution" and len(shapes) == 2 and name in VGG_CONV_NAMES
-            }
-        )
+    else:
+        rows = [(name, "Convolution", [np.shape(W), np.shape(b)]) for name, (W, b) in weights.items()]
     arch = infer_arch(weights)
     try:
         covered = check_weights(weights, arch)

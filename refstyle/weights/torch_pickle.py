@@ -60,9 +60,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import filekind
 from ..errors import WeightsError
 
-MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+MAGIC_NUMBER = filekind.TORCH_LEGACY_MAGIC  # the legacy format's first pickle
 PROTOCOL_VERSION = 1001
 
 # How deep a pickle may nest objects (a state dict nests 5 or 6 deep).
@@ -498,19 +499,13 @@ def load_legacy(f, size):
 
 
 def pth_format(path):
-    """``"pth-zip"``, ``"pth-legacy"`` or None: what a file's first bytes say it is.
+    """``"pth-zip"``, ``"pth-legacy"`` or None: what a file's first bytes say it is (:mod:`refstyle.filekind`).
 
     A zip is a PyTorch checkpoint only when it has a ``<name>/data.pkl`` record
-    (refstyle's ``.npz`` is a zip too).
+    (refstyle's ``.npz`` is a zip too); a zip cut short counts when its first record is one.
     """
-    with open(path, "rb") as f:
-        head = f.read(32)
-        if head.startswith(b"PK\x03\x04"):
-            try:
-                f.seek(0)
-                names = zipfile.ZipFile(f).namelist()
-            except (zipfile.BadZipFile, OSError, ValueError):
-                return "pth-zip" if b"/data.pkl" in head else None
-            return "pth-zip" if any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names) else None
-    magic = MAGIC_NUMBER.to_bytes(10, "little")
-    return "pth-legacy" if head.startswith(b"\x80") and b"\x8a\x0a" + magic in head else None
+    kind = filekind.kind_of(path)
+    if kind == "zip-truncated":
+        with open(path, "rb") as f:
+            kind = "torch-zip" if b"/data.pkl" in f.read(64) else kind
+    return {"torch-zip": "pth-zip", "torch-legacy": "pth-legacy"}.get(kind)
