@@ -168,3 +168,43 @@ def test_compare_refuses_integer_arrays(tmp_path, capsys):
     c = gradient_file(tmp_path / "c.npz", loss=np.int64(2))
     status, _, err = run(capsys, "compare", c, a)
     assert status == 1 and "loss holds int64 values" in err
+
+
+# ---------------------------------------------------------------------------
+# --x files and compare's inputs: what the file is, and what was expected
+# ---------------------------------------------------------------------------
+
+
+def not_arrays(folder):
+    """A text file, a PNG and a .npy renamed .npz: files a user may give where an array file is expected."""
+    text = folder / "notes.npy"
+    text.write_text("x = [1, 2, 3]\n")
+    png = folder / "picture.npy"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(png, format="PNG")
+    renamed = folder / "single.npz"
+    with open(renamed, "wb") as f:
+        np.save(f, np.zeros((1, 3, 4, 4)))
+    return {"text": text, "a PNG image": png, "a NumPy .npy array": renamed}
+
+
+def test_x_names_what_the_file_is(small, capsys):
+    out = small["dir"] / "g.npz"
+    for what, path in not_arrays(small["dir"]).items():
+        if what == "a NumPy .npy array":
+            continue  # the one kind --x takes (under any name)
+        status, _, err = run(capsys, "grad", small["photo"], small["art"], "--weights", small["weights"], "--x", path,
+                             "-o", out)
+        assert status == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"{path}: {what}, but --x takes one NumPy .npy array" in err, err
+        assert "allow_pickle" not in err
+    assert not out.exists()
+
+
+def test_compare_names_what_its_inputs_are(small, capsys):
+    good = gradient_file(small["dir"] / "good.npz")
+    for what, path in not_arrays(small["dir"]).items():
+        for a, b in ((path, good), (good, path)):
+            status, _, err = run(capsys, "compare", a, b)
+            assert status == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+            assert f"{path}: {what}, but a gradient file is a NumPy .npz archive" in err, err
+            assert "allow_pickle" not in err and "context manager" not in err

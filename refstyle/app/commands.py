@@ -40,7 +40,7 @@ from ..weights.download import fetch
 from .explain import explain as explain_steps
 from .signals import stop_reason, stop_status
 from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
-from .validate import compare_files, gradient_arrays, write_gradient_file
+from .validate import check_file_kind, compare_files, gradient_arrays, write_gradient_file
 
 # ---------------------------------------------------------------------------
 # From the options to a run: its settings and its network
@@ -171,18 +171,15 @@ def grad(args):
           f"x {x.shape[2]}×{x.shape[3]}")
 
 
+X_FILE = "--x takes one NumPy .npy array (numpy.save of the float 1×3×H×W image, in network layout)"
+
+
 def _load_x(path):
+    check_file_kind(path, ("npy",), X_FILE)  # a text file, an image, an .npz: named for what it is
     try:
         x = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise RefstyleError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise RefstyleError(f"{path}: is a folder, not a .npy file") from None
     except (OSError, ValueError, EOFError) as e:
-        raise RefstyleError(f"{path}: not a readable .npy array ({e})") from None
-    if not isinstance(x, np.ndarray):
-        x.close()
-        raise RefstyleError(f"{path}: an .npz archive; --x takes one array saved with numpy.save as .npy")
+        raise RefstyleError(f"{path}: a .npy array refstyle cannot read ({e})") from None
     if x.ndim != 4 or x.shape[:2] != (1, 3) or not np.issubdtype(x.dtype, np.floating) or 0 in x.shape:
         raise RefstyleError(f"{path}: --x must be a float 1×3×H×W array in network layout, not {x.dtype} {x.shape}")
     if not np.isfinite(x).all():

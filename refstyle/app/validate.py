@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import filekind
 from ..backend import to_numpy
 from ..errors import LayerError, RefstyleError
 from ..io import pyplot, write_npz, write_png
@@ -87,8 +88,31 @@ def image_space(arrays, source="the file"):
     return space
 
 
+def check_file_kind(path, kinds, expected):
+    """The :mod:`refstyle.filekind` key of the file at ``path``, one of ``kinds``; else one clear error.
+
+    The error names what the file is, from its first bytes, and what was ``expected``
+    there (a missing file, a folder and an unreadable file are named too).
+    """
+    try:
+        kind = filekind.kind_of(path)
+    except FileNotFoundError:
+        raise RefstyleError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RefstyleError(f"{path}: is a folder, but {expected}") from None
+    except OSError as e:
+        raise RefstyleError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if kind not in kinds:
+        raise RefstyleError(f"{path}: {filekind.NAMES[kind]}, but {expected}")
+    return kind
+
+
+GRADIENT_FILE = "a gradient file is a NumPy .npz archive (numpy.savez of x, loss, ..., grad: refstyle grad --help)"
+
+
 def read_gradient_file(path):
     """Read a gradient file into a dict of arrays (no pickle); a clear error if it is not one."""
+    check_file_kind(path, ("npz", "zip"), GRADIENT_FILE)  # a zip of other members: its keys are missing
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {key: z[key] for key in z.files}
