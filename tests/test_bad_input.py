@@ -208,3 +208,27 @@ def test_compare_names_what_its_inputs_are(small, capsys):
             assert status == 1 and err.count("\n") == 1 and "Traceback" not in err, err
             assert f"{path}: {what}, but a gradient file is a NumPy .npz archive" in err, err
             assert "allow_pickle" not in err and "context manager" not in err
+
+
+# ---------------------------------------------------------------------------
+# images: a decompression bomb
+# ---------------------------------------------------------------------------
+
+
+def test_an_image_declaring_12000_by_12000_pixels_is_one_line(small, capsys):
+    """Pillow would warn in two raw lines and decode 1.6 GB; refstyle refuses it before decoding."""
+    import tracemalloc
+
+    bomb = small["dir"] / "bomb.png"
+    Image.new("1", (12000, 12000)).save(bomb)  # 18 MB in memory, a few kB on disk
+    out = small["dir"] / "o.png"
+    tracemalloc.start()
+    try:
+        status, _, err = run(capsys, "transfer", small["photo"], bomb, "--weights", small["weights"], "--size", 32,
+                             "-o", out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert status == 1 and err.count("\n") == 1 and "Warning" not in err, err
+    assert f"{bomb}: declares 144,000,000 pixels, over the 89,478,485 that refstyle reads" in err
+    assert peak < 64 * 2**20 and not out.exists()

@@ -144,3 +144,28 @@ def test_a_lifeline_closes_when_cut():
         assert line.reader.poll(1)  # the end of the pipe is readable at once
         with pytest.raises(EOFError):
             line.reader.recv_bytes()
+
+
+@posix_only
+def test_a_signal_while_the_image_is_written_is_held_until_it_is_whole(small, capsys, monkeypatch):
+    from refstyle.app import commands
+    from refstyle.app.cli import main
+
+    real_save = commands.save_image
+
+    def save_after_a_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives as the best image is being written
+        time.sleep(0.1)
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(commands, "save_image", save_after_a_sigterm)
+    out = small["dir"] / "o.png"
+    status = main(["transfer", small["photo"], small["art"], "--weights", small["weights"], "--size", "32", "--iters",
+                   "3", "-o", str(out)])
+    stdout, err = capsys.readouterr()
+    assert status == 143, err
+    assert stdout.startswith("terminated by SIGTERM after 3 iterations: wrote the best image so far")
+    with Image.open(out) as im:
+        assert json.loads(im.text["refstyle"])["iterations"] == 3
+    assert (small["dir"] / "o.losses.csv").read_text().count("\n") == 4  # the header and 3 iterations
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -38,7 +38,7 @@ from ..weights.cache import cache_dir, list_cache, list_sources
 from ..weights.catalogue import find_source, size_text
 from ..weights.download import fetch
 from .explain import explain as explain_steps
-from .signals import stop_reason, stop_status
+from .signals import hold_stop_signals, stop_reason, stop_status
 from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
 from .validate import check_file_kind, compare_files, gradient_arrays, write_gradient_file
 
@@ -260,25 +260,26 @@ def _synthesis_run(args, photo, artworks, kind):
         result = synthesize(net, photo, artworks, settings, callback=on_step)
     finally:
         bar.close()  # ends the progress line, so an error message starts on a line of its own
-    weights_path = resolve_weights(args.weights)
-    meta = {
-        "refstyle": __version__, "command": kind, "weights": args.weights, "weights_sha256": file_sha256(weights_path),
-        "arch": net.arch, "pooling": net.pooling, "dtype": net.dtype.name, "device": args.device, "kernels": net.kernels,
-        "settings": settings._asdict(), "iterations": sum(r.iterations for r in result.results),
-        "evaluations": sum(r.evaluations for r in result.results), "loss": result.results[-1].loss,
-        "interrupted": result.results[-1].interrupted,
-        "inputs": {"content": getattr(args, "content", None), "styles": getattr(args, "styles", None)},
-    }
-    save_image(result.rgb, args.output, text={"refstyle": json.dumps(meta, default=str)})
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["iteration", "evaluations", "seconds", "loss", "loss_content", "loss_style"])
-    writer.writerows(log)
-    with atomic_path(stem + ".losses.csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            f.write(buf.getvalue())
+    with hold_stop_signals() as held:  # a further Ctrl-C or SIGTERM waits until the files are written
+        weights_path = resolve_weights(args.weights)
+        meta = {
+            "refstyle": __version__, "command": kind, "weights": args.weights, "weights_sha256": file_sha256(weights_path),
+            "arch": net.arch, "pooling": net.pooling, "dtype": net.dtype.name, "device": args.device, "kernels": net.kernels,
+            "settings": settings._asdict(), "iterations": sum(r.iterations for r in result.results),
+            "evaluations": sum(r.evaluations for r in result.results), "loss": result.results[-1].loss,
+            "interrupted": result.results[-1].interrupted,
+            "inputs": {"content": getattr(args, "content", None), "styles": getattr(args, "styles", None)},
+        }
+        save_image(result.rgb, args.output, text={"refstyle": json.dumps(meta, default=str)})
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["iteration", "evaluations", "seconds", "loss", "loss_content", "loss_style"])
+        writer.writerows(log)
+        with atomic_path(stem + ".losses.csv") as tmp:
+            with open(tmp, "w", newline="") as f:
+                f.write(buf.getvalue())
     first = log[0][3] if log else float("nan")
-    if meta["interrupted"]:
+    if meta["interrupted"] or held:
         print(f"{stop_reason()} after {meta['iterations']} iterations: wrote the best image so far to "
               f"{os.path.abspath(args.output)}")
         return stop_status()

@@ -4,7 +4,8 @@
 :func:`stop_signals` both raise ``KeyboardInterrupt`` in the main thread, so a synthesis
 stops the same way for either and still writes its best image; :func:`stop_status` then
 gives the exit status the shell expects for the signal received (128 + its number: 130
-for SIGINT, 143 for SIGTERM) and :func:`stop_reason` the words for it.
+for SIGINT, 143 for SIGTERM) and :func:`stop_reason` the words for it. While the best
+image is written, :func:`hold_stop_signals` holds a further signal until the files are whole.
 
 ``refstyle figure --jobs N`` runs cells in N processes. Each runs
 :func:`follow_parent` first, given the read end of a :class:`Lifeline` pipe whose write end
@@ -46,6 +47,31 @@ def stop_signals():
             saved[signum] = signal.signal(signum, _raise_interrupt)
     try:
         yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def hold_stop_signals():
+    """While inside (the best image being written), a stop signal is held, not raised: yields the list of those held.
+
+    So a second Ctrl-C, or the SIGTERM that follows a first one, cannot cut the writing
+    of the files short (SIGKILL still can, and leaves the old files whole: every write is
+    atomic); the caller ends with :func:`stop_status` where one was held.
+    """
+    held = []
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+
+    def hold(signum, frame):
+        _received.append(signum)
+        held.append(signum)
+
+    saved = {s: signal.signal(s, hold) for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
+    try:
+        yield held
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
