@@ -116,3 +116,28 @@ def test_available_memory_reads_meminfo_else_sysconf(monkeypatch):
     monkeypatch.setattr(memory, "open", no_proc, raising=False)
     fallback = memory.available_memory()
     assert fallback is None or fallback > 0
+
+
+def test_a_figure_is_checked_for_the_cells_it_runs_at_once(tiny_run, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setattr(memory, "available_memory", lambda device="cpu": 4 * GiB)
+    grid = tiny_run["dir"] / "grid.json"
+    grid.write_text(json.dumps({
+        "title": "two cells", "defaults": {"kind": "transfer", "content": "photo.png", "styles": ["art.png"]},
+        "rows": [{"label": "a", "ratio": 1e-3}, {"label": "b", "ratio": 1e-2}], "columns": [{"label": "c"}],
+    }))
+    out, cache = tiny_run["dir"] / "grid.png", tiny_run["dir"] / "cache"
+    argv = ["figure", grid, "-o", out, "--weights", tiny_run["weights"], "--images", tiny_run["dir"], "--iters", 2,
+            "--cache", cache]
+    errors = []
+    for jobs in (1, 2):
+        status = main([str(a) for a in argv + ["--size", 2048, "--jobs", jobs]])
+        err = capsys.readouterr()[1]
+        assert status == 1 and err.count("\n") == 1, err
+        errors.append(err)
+    assert "runs at once" not in errors[0] and "for 2 runs at once" in errors[1]
+    one, two = (int(re.search(r"--size (\d+) fits", e).group(1)) for e in errors)
+    assert two < one  # two cells at once fit in less
+    assert not out.exists() and not cache.exists()  # no cell ran
+    assert main([str(a) for a in argv + ["--size", 32, "--jobs", 2]]) == 0  # a size that fits runs

@@ -39,7 +39,7 @@ from ..weights.catalogue import find_source, size_text
 from ..weights.download import fetch
 from .explain import explain as explain_steps
 from .signals import hold_stop_signals, stop_reason, stop_status
-from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
+from .figures import builtin_figures, check_grid_memory, default_images_dir, draw_grid, find_images, load_grid, make_grid
 from .validate import check_file_kind, compare_files, gradient_arrays, write_gradient_file
 
 # ---------------------------------------------------------------------------
@@ -323,6 +323,9 @@ def figure(args):
     images = find_images(grid, args.images if args.images is not None else default_images_dir())
     weights_path = resolve_weights(args.weights)
     arch = load_weights(weights_path, arch=args.arch).meta["arch"]
+    if args.scheduler is None:  # the cells run on this machine: they must fit in its memory
+        check_grid_memory(grid, images, weights_path, arch, args.pooling or PAPER_POOLING, args.dtype, args.device,
+                          args.size, args.jobs, device_default(args, "kernels"), DEVICE_DEFAULTS[args.device]["optimizer"])
     bar = [None]
 
     def progress(done, total, text):

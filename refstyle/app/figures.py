@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -39,6 +40,7 @@ from ..io import file_sha256, pyplot, write_npz, write_png
 from ..nn.vgg import VGG
 from ..paper.conventions import PAPER_CONTENT_LAYERS, PAPER_ITERS, PAPER_POOLING, PAPER_SIZE, PAPER_STYLE_LAYERS
 from ..paper.images import load_image, resize_longer, to_uint8
+from ..paper.memory import check_memory, run_estimate
 from ..paper.settings import Settings
 from ..paper.synthesis import synthesize
 from ..weights import load_weights
@@ -226,6 +228,40 @@ def cell_job(spec, images, weights, arch, pooling, dtype="float32", device="cpu"
     styles = tuple(images[s] for s in spec.get("styles", [])) if kind in ("transfer", "style") else ()
     return Job(kind, content, styles, settings._replace(**changes), os.path.abspath(weights), arch, pooling, dtype, device,
                kernels)
+
+
+def check_grid_memory(grid, images, weights, arch, pooling, dtype="float32", device="cpu", size=PAPER_SIZE, jobs=1,
+                      kernels="fast", optimizer=None, available=None):
+    """Before any cell runs: the hungriest cell's memory, times the cells run at once, against what the machine has.
+
+    Raises :class:`RefstyleError` naming the largest ``size`` that fits
+    (:func:`refstyle.paper.memory.check_memory`). Only the images' headers are read.
+    """
+    from PIL import Image
+
+    def shape(path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a decompression bomb is refused, in its own words, when the cell reads it
+            with Image.open(path) as im:
+                return im.size[::-1]
+
+    estimators = []
+    cells = [cell.spec for cell in grid.cells if cell.spec["kind"] not in ("empty", "image")]
+    for spec in cells:
+        job = cell_job(spec, images, weights, arch, pooling, dtype, device, size, 1, 0, kernels, optimizer)
+        try:
+            photo = None if job.content is None else shape(job.content)
+            artworks = [shape(p) for p in job.styles]
+        except Exception:  # not an image Pillow reads: the cell's run says so
+            return
+        estimate_at = run_estimate(job.settings, photo, artworks, arch, dtype, kernels)
+        if estimate_at is not None:
+            estimators.append(estimate_at)
+    if not estimators:
+        return
+    at_once = min(int(jobs), len(cells))
+    check_memory(lambda s: max((e(s) for e in estimators), key=lambda e: e.total).times(at_once), size, device,
+                 available)
 
 
 def cell_key(job, sha256):

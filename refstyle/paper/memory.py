@@ -49,6 +49,7 @@ class MemoryEstimate(NamedTuple):
     blobs: int
     history: int
     history_on_host: bool  # SciPy's L-BFGS-B keeps its history on the host, even in a GPU run
+    processes: int = 1  # runs at once, each in a process of its own (figure --jobs)
 
     @property
     def arrays(self):
@@ -56,8 +57,13 @@ class MemoryEstimate(NamedTuple):
 
     @property
     def total(self):
-        """The arrays and :data:`BASE_BYTES`."""
-        return self.arrays + BASE_BYTES
+        """The arrays and :data:`BASE_BYTES` for each process."""
+        return self.arrays + self.processes * BASE_BYTES
+
+    def times(self, processes):
+        """The memory of ``processes`` such runs at once, each in its own process."""
+        k = int(processes)
+        return MemoryEstimate(k * self.weights, k * self.blobs, k * self.history, self.history_on_host, k * self.processes)
 
 
 def responses(shape, arch, deepest):
@@ -174,7 +180,7 @@ def check_memory(estimate_at, size, device="cpu", available=None):
         if gpu is None:
             return 0, e.total
         on_host = e.history if e.history_on_host else 0
-        return e.arrays - on_host, BASE_BYTES + on_host
+        return e.arrays - on_host, e.processes * BASE_BYTES + on_host
 
     def fits(s):
         on_device, on_host = need(s)
@@ -190,32 +196,40 @@ def check_memory(estimate_at, size, device="cpu", available=None):
     has = f"the GPU has {size_text(gpu)} free" if gpu is not None and need(size)[0] > gpu else (
         f"this machine has {size_text(host)} available")
     advice = f"--size {low} fits" if low >= 1 and fits(low) else "no size fits: free some memory"
+    runs = f" for {e.processes} runs at once" if e.processes > 1 else ""
     raise RefstyleError(
-        f"--size {size} needs about {size_text(e.total)} of memory (weights {size_text(e.weights)}, layers "
+        f"--size {size} needs about {size_text(e.total)} of memory{runs} (weights {size_text(e.weights)}, layers "
         f"{size_text(e.blobs)}, optimiser {size_text(e.history)}), but {has}: {advice}"
     )
 
 
-def check_run_memory(settings, photo_shape, artwork_shapes, arch="vgg19", dtype="float32", kernels="fast",
-                     device="cpu", available=None):
-    """:func:`check_memory` for a synthesis with ``settings`` (:class:`~refstyle.paper.settings.Settings`).
+def run_estimate(settings, photo_shape, artwork_shapes, arch="vgg19", dtype="float32", kernels="fast"):
+    """``estimate_at(size)``, the :class:`MemoryEstimate` of a synthesis with ``settings`` at a longer side of ``size``.
 
     ``photo_shape``: the photograph's ``(H, W)`` as read, or None (texture synthesis);
     ``artwork_shapes``: the artworks'. ``arch``: the network's, VGG19 (the larger) where
-    it is not known yet. A layer the architecture lacks is left to the network to report.
+    it is not known yet. None where the run has no loss layer or names a layer the
+    architecture lacks: the run itself reports those.
     """
     s = settings.resolved()
     layers = list(s.content_layers if photo_shape is not None and s.alpha else [])
     layers += list(s.style_layers if artwork_shapes and s.beta else [])
     if not layers or any(split_tap(tap)[0] not in ARCHS[arch] for tap in layers):
-        return
+        return None
     reference = photo_shape if photo_shape is not None else artwork_shapes[0]
     maxcor = (s.optimizer_options or {}).get("maxcor", PAPER_MAXCOR)
-
     content = s.content_layers if photo_shape is not None and s.alpha else ()
 
     def estimate_at(size):
         shapes = run_shapes(reference, size, s.style_scale, artwork_shapes)
         return estimate_memory(arch, shapes, layers, dtype, kernels, s.optimizer, maxcor, content)
 
-    check_memory(estimate_at, s.size, device, available)
+    return estimate_at
+
+
+def check_run_memory(settings, photo_shape, artwork_shapes, arch="vgg19", dtype="float32", kernels="fast",
+                     device="cpu", available=None):
+    """:func:`check_memory` for a synthesis with ``settings`` at ``settings.size`` (see :func:`run_estimate`)."""
+    estimate_at = run_estimate(settings, photo_shape, artwork_shapes, arch, dtype, kernels)
+    if estimate_at is not None:
+        check_memory(estimate_at, settings.size, device, available)
