@@ -2,7 +2,10 @@
 
 Each default and each list of choices comes from the module that owns it (the layer
 tables, the kernel sets, the optimisers, the paper's settings), never written here
-again. Numeric options refuse NaN and infinities at parse time. The handlers are in
+again. Numeric options refuse NaN, infinities and values out of their range at parse
+time; each kind of option has one type that holds its range (seeds ≥ 0, tolerances and
+step sizes > 0, sizes and counts ≥ 1, weights ≥ 0 with one at least > 0), and a bad
+value is one line and exit status 2 (:class:`Parser`). The handlers are in
 :mod:`refstyle.app.commands`; :func:`refstyle.app.cli.main` runs them.
 """
 
