@@ -106,16 +106,26 @@ def test_the_estimate_grows_with_what_the_run_holds():
     assert estimate_memory("vgg16", shapes, layers).weights < e.weights
 
 
-def test_available_memory_reads_meminfo_else_sysconf(monkeypatch):
+def test_available_memory_reads_meminfo_else_sysconf_and_a_containers_limit(monkeypatch, tmp_path):
     found = memory.available_memory()
     assert found is None or found > 0
+    files = {"/proc/meminfo": "MemTotal: 67108864 kB\nMemAvailable: 33554432 kB\n",  # 32 GiB available
+             "/sys/fs/cgroup/memory.max": "max\n", "/sys/fs/cgroup/memory.current": "1073741824\n"}
+    real_open = open
 
-    def no_proc(*args, **kwargs):
-        raise OSError("no /proc here")
+    def fake_open(path, *args, **kwargs):
+        if path not in files:
+            raise FileNotFoundError(path)
+        (tmp_path / "f").write_text(files[path])
+        return real_open(tmp_path / "f", *args, **kwargs)
 
-    monkeypatch.setattr(memory, "open", no_proc, raising=False)
-    fallback = memory.available_memory()
-    assert fallback is None or fallback > 0
+    monkeypatch.setattr(memory, "open", fake_open, raising=False)
+    assert memory.available_memory() == 32 * GiB  # no container limit
+    files["/sys/fs/cgroup/memory.max"] = str(4 * GiB)
+    assert memory.available_memory() == 3 * GiB  # the container's 4 GiB, 1 GiB of it used
+    del files["/proc/meminfo"]
+    monkeypatch.setattr(memory.os, "sysconf", lambda name: {"SC_AVPHYS_PAGES": 1024, "SC_PAGE_SIZE": 4096}[name])
+    assert memory.available_memory() == 4 * 2**20  # the free pages, under the container's room
 
 
 def test_a_figure_is_checked_for_the_cells_it_runs_at_once(tiny_run, capsys, monkeypatch):

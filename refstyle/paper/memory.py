@@ -133,19 +133,32 @@ def estimate_memory(arch, shapes, layers, dtype="float32", kernels="fast", optim
     return MemoryEstimate(int(weights), int(blobs), int(history), optimizer == "lbfgs")
 
 
-def available_memory(device="cpu"):
-    """The bytes the machine can still give a run, or None where that is unknown.
+# A container's memory limit and use: cgroup v2's files, then v1's.
+CGROUP_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
 
-    The CPU: Linux's ``MemAvailable`` (free memory and the caches it can drop), else the
-    free physical pages (``sysconf``). The GPU: its free memory (CuPy's ``memGetInfo``).
-    """
-    if device == "gpu":
-        from ..backend import device_module
 
-        try:
-            return int(device_module("gpu").cuda.runtime.memGetInfo()[0])
-        except Exception:  # no CuPy, no device: the run itself says so
-            return None
+def _read_int(path):
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):  # missing, or "max": no limit
+        return None
+
+
+def _container_room():
+    """What a container's memory limit leaves (limit - use), or None outside one or without a limit."""
+    for limit_file, use_file in CGROUP_FILES:
+        limit, used = _read_int(limit_file), _read_int(use_file)
+        if limit is not None and used is not None and limit < 2**60:  # v1 writes "no limit" as a huge number
+            return max(0, limit - used)
+    return None
+
+
+def _machine_available():
+    """Linux's ``MemAvailable`` (free memory and the caches it can drop), else the free physical pages."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
@@ -157,6 +170,24 @@ def available_memory(device="cpu"):
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # not POSIX, or the names unknown here
         return None
+
+
+def available_memory(device="cpu"):
+    """The bytes the machine can still give a run, or None where that is unknown.
+
+    The CPU: Linux's ``MemAvailable``, else the free physical pages (``sysconf``), and
+    no more than a container's memory limit leaves (cgroup v2 or v1). The GPU: its free
+    memory (CuPy's ``memGetInfo``).
+    """
+    if device == "gpu":
+        from ..backend import device_module
+
+        try:
+            return int(device_module("gpu").cuda.runtime.memGetInfo()[0])
+        except Exception:  # no CuPy, no device: the run itself says so
+            return None
+    known = [n for n in (_machine_available(), _container_room()) if n is not None]
+    return min(known) if known else None
 
 
 def size_text(n):
