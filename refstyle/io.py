@@ -7,13 +7,26 @@ import tempfile
 from .errors import RefstyleError
 
 
-def check_writable(path, force=False):
+# What an output of each suffix holds: the only format written under that name (another suffix is refused).
+OUTPUT_FORMATS = {
+    ".png": "PNG (lossless, with the run's settings in a text chunk; convert it afterwards for another format)",
+    ".npz": "NumPy .npz archives",
+}
+
+
+def check_writable(path, force=False, suffix=None):
     """Check, before any work, that ``path`` can be written.
 
     Refuses an existing file unless ``force``, an existing folder always, a missing
-    folder, and a folder this user may not write to.
+    folder, and a folder this user may not write to; and, where ``suffix`` (a key of
+    :data:`OUTPUT_FORMATS`) is given, a name that does not end with it (any case), so
+    that ``-o result.jpg`` never holds PNG data.
     """
     path = os.fspath(path)
+    if suffix is not None and not path.lower().endswith(suffix):
+        stem = os.path.splitext(os.path.basename(path))[0] or "out"
+        raise RefstyleError(f"cannot write {path}: refstyle writes only {OUTPUT_FORMATS[suffix]}, so the name must "
+                            f"end in {suffix}: e.g. {stem}{suffix}")
     if os.path.isdir(path):
         raise RefstyleError(f"cannot write {path}: it is a folder; give a file name")
     if os.path.exists(path) and not force:

@@ -106,3 +106,20 @@ def isolated_weights_environment(monkeypatch, tmp_path_factory):
     """No test reads the developer's own weight records or writes into their cache."""
     monkeypatch.delenv("REFSTYLE_SOURCES", raising=False)
     monkeypatch.setenv("REFSTYLE_CACHE", str(tmp_path_factory.mktemp("refstyle-cache")))
+
+
+@pytest.fixture()
+def tiny_run(tmp_path):
+    """A small generated VGG19 (weights.npz) and random images, a 24×32 photo.png and a 32×32 art.png, in tmp_path."""
+    from PIL import Image
+
+    import refstyle
+
+    rng = np.random.default_rng(28)
+    weights = tmp_path / "w.npz"
+    refstyle.save_npz(refstyle.generate_weights("vgg19", widths=(3, 4, 4, 4, 4), seed=1), weights)
+    paths = {"weights": str(weights), "dir": tmp_path}
+    for name, shape in [("photo", (24, 32)), ("art", (32, 32))]:
+        paths[name] = str(tmp_path / f"{name}.png")
+        Image.fromarray(rng.integers(0, 256, shape + (3,)).astype(np.uint8)).save(paths[name])
+    return paths

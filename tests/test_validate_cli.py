@@ -91,7 +91,7 @@ def test_compare_errors(files, tmp_path, capsys):
     assert "needs the keys loss" in capsys.readouterr().err
     (tmp_path / "t.npz").write_text("hello")
     assert main(["compare", str(tmp_path / "t.npz"), str(tmp_path / "t.npz")]) == 1
-    assert "not a readable .npz" in capsys.readouterr().err
+    assert "t.npz: text, but a gradient file is a NumPy .npz archive" in capsys.readouterr().err
 
 
 def test_grad_user_errors(files, tmp_path, capsys):
@@ -107,7 +107,7 @@ def test_grad_user_errors(files, tmp_path, capsys):
     archive, empty = tmp_path / "x.npz", tmp_path / "empty.npy"
     np.savez(archive, x=np.zeros((1, 3, 8, 8)))
     np.save(empty, np.zeros((1, 3, 0, 8)))
-    for x, message in [(archive, "an .npz archive"), (empty, "1×3×H×W array"), (tmp_path, "is a folder")]:
+    for x, message in [(archive, "a NumPy .npz archive, but --x takes one NumPy .npy array"), (empty, "1×3×H×W array"), (tmp_path, "is a folder")]:
         assert grad(files, out, "--x", str(x)) == 1
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err

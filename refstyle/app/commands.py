@@ -23,6 +23,7 @@ from ..paper.images import (
     SKIMAGE_PHOTOS, SKIMAGE_PREFIX, deprocess, load_image, resize_longer, resolve_image, save_image, sized_inputs,
     white_noise,
 )
+from ..paper.memory import check_run_memory
 from ..paper.normalize import normalize_over_images
 from ..paper.objective import build_objective
 from ..paper.optimize import LBFGS
@@ -36,8 +37,9 @@ from ..weights.cache import cache_dir, list_cache, list_sources
 from ..weights.catalogue import find_source, size_text
 from ..weights.download import fetch
 from .explain import explain as explain_steps
-from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
-from .validate import compare_files, gradient_arrays, write_gradient_file
+from .signals import hold_stop_signals, stop_reason, stop_status
+from .figures import builtin_figures, check_grid_memory, default_images_dir, draw_grid, find_images, load_grid, make_grid
+from .validate import check_file_kind, compare_files, gradient_arrays, write_gradient_file
 
 # ---------------------------------------------------------------------------
 # From the options to a run: its settings and its network
@@ -136,7 +138,7 @@ def run_network(args, settings, weights=None, dtype=None):
 
 
 def grad(args):
-    check_writable(args.output, args.force)
+    check_writable(args.output, args.force, suffix=".npz")
     settings = run_settings(args)
     net = run_network(args, settings)
     shape = None
@@ -167,18 +169,15 @@ def grad(args):
           f"x {x.shape[2]}×{x.shape[3]}")
 
 
+X_FILE = "--x takes one NumPy .npy array (numpy.save of the float 1×3×H×W image, in network layout)"
+
+
 def _load_x(path):
+    check_file_kind(path, ("npy",), X_FILE)  # a text file, an image, an .npz: named for what it is
     try:
         x = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise RefstyleError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise RefstyleError(f"{path}: is a folder, not a .npy file") from None
     except (OSError, ValueError, EOFError) as e:
-        raise RefstyleError(f"{path}: not a readable .npy array ({e})") from None
-    if not isinstance(x, np.ndarray):
-        x.close()
-        raise RefstyleError(f"{path}: an .npz archive; --x takes one array saved with numpy.save as .npy")
+        raise RefstyleError(f"{path}: a .npy array refstyle cannot read ({e})") from None
     if x.ndim != 4 or x.shape[:2] != (1, 3) or not np.issubdtype(x.dtype, np.floating) or 0 in x.shape:
         raise RefstyleError(f"{path}: --x must be a float 1×3×H×W array in network layout, not {x.dtype} {x.shape}")
     if not np.isfinite(x).all():
@@ -212,7 +211,7 @@ def gradcheck(args):
 
 def compare(args):
     if args.plot is not None:
-        check_writable(args.plot, args.force)
+        check_writable(args.plot, args.force, suffix=".png")
     result = compare_files(args.a, args.b, args.tol, plot=args.plot)
     print(f"A = {args.a}\nB = {args.b}")
     print(result.format())
@@ -226,16 +225,24 @@ def compare(args):
 # ---------------------------------------------------------------------------
 
 
-def _synthesis_run(args, photo, artworks, kind):
-    """Shared by transfer and reconstruct: run, show progress, write the image, its log and metadata."""
+def _check_outputs(args):
+    """Every file a transfer or reconstruction writes, checked before any work: ``(stem, total iterations)``."""
     stem, _ = os.path.splitext(args.output)
     total = args.iters * args.scales
-    if args.save_every < 0:
-        raise RefstyleError(f"--save-every must be 0 (off) or a positive number, not {args.save_every}")
     snapshots = [f"{stem}.{n:05d}.png" for n in range(args.save_every, total + 1, args.save_every)] if args.save_every else []
-    for path in [args.output, stem + ".losses.csv"] + snapshots:  # every file this run writes
+    check_writable(args.output, args.force, suffix=".png")
+    for path in [stem + ".losses.csv"] + snapshots:  # every other file this run writes
         check_writable(path, args.force)
+    return stem, total
+
+
+def _synthesis_run(args, photo, artworks, kind):
+    """Shared by transfer and reconstruct: run, show progress, write the image, its log and metadata."""
+    stem, total = _check_outputs(args)
     settings = run_settings(args, kind)
+    check_run_memory(settings, None if photo is None else photo.shape[:2], [a.shape[:2] for a in artworks],
+                     arch=args.arch or "vgg19", dtype=args.dtype, kernels=device_default(args, "kernels"),
+                     device=args.device)  # before the weights are read: nothing large is allocated yet
     net = run_network(args, settings)
     bar = Progress(total, label=f"{kind} ")
     log, done = [], [0]
@@ -251,40 +258,43 @@ def _synthesis_run(args, photo, artworks, kind):
         result = synthesize(net, photo, artworks, settings, callback=on_step)
     finally:
         bar.close()  # ends the progress line, so an error message starts on a line of its own
-    weights_path = resolve_weights(args.weights)
-    meta = {
-        "refstyle": __version__, "command": kind, "weights": args.weights, "weights_sha256": file_sha256(weights_path),
-        "arch": net.arch, "pooling": net.pooling, "dtype": net.dtype.name, "device": args.device, "kernels": net.kernels,
-        "settings": settings._asdict(), "iterations": sum(r.iterations for r in result.results),
-        "evaluations": sum(r.evaluations for r in result.results), "loss": result.results[-1].loss,
-        "interrupted": result.results[-1].interrupted,
-        "inputs": {"content": getattr(args, "content", None), "styles": getattr(args, "styles", None)},
-    }
-    save_image(result.rgb, args.output, text={"refstyle": json.dumps(meta, default=str)})
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["iteration", "evaluations", "seconds", "loss", "loss_content", "loss_style"])
-    writer.writerows(log)
-    with atomic_path(stem + ".losses.csv") as tmp:
-        with open(tmp, "w", newline="") as f:
-            f.write(buf.getvalue())
+    with hold_stop_signals() as held:  # a further Ctrl-C or SIGTERM waits until the files are written
+        weights_path = resolve_weights(args.weights)
+        meta = {
+            "refstyle": __version__, "command": kind, "weights": args.weights, "weights_sha256": file_sha256(weights_path),
+            "arch": net.arch, "pooling": net.pooling, "dtype": net.dtype.name, "device": args.device, "kernels": net.kernels,
+            "settings": settings._asdict(), "iterations": sum(r.iterations for r in result.results),
+            "evaluations": sum(r.evaluations for r in result.results), "loss": result.results[-1].loss,
+            "interrupted": result.results[-1].interrupted,
+            "inputs": {"content": getattr(args, "content", None), "styles": getattr(args, "styles", None)},
+        }
+        save_image(result.rgb, args.output, text={"refstyle": json.dumps(meta, default=str)})
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["iteration", "evaluations", "seconds", "loss", "loss_content", "loss_style"])
+        writer.writerows(log)
+        with atomic_path(stem + ".losses.csv") as tmp:
+            with open(tmp, "w", newline="") as f:
+                f.write(buf.getvalue())
     first = log[0][3] if log else float("nan")
-    if meta["interrupted"]:
-        print(f"interrupted after {meta['iterations']} iterations: wrote the best image so far to "
+    if meta["interrupted"] or held:
+        print(f"{stop_reason()} after {meta['iterations']} iterations: wrote the best image so far to "
               f"{os.path.abspath(args.output)}")
-        return 130
+        return stop_status()
     print(f"wrote {os.path.abspath(args.output)} ({result.rgb.shape[0]}×{result.rgb.shape[1]}): loss {first:.4e} -> {meta['loss']:.4e} "
           f"in {meta['iterations']} iterations, {meta['evaluations']} evaluations; log {stem}.losses.csv")
     return 0
 
 
 def transfer(args):
+    _check_outputs(args)  # before the images are read
     photo = load_image(args.content)
     artworks = [load_image(a) for a in args.styles]
     return _synthesis_run(args, photo, artworks, "transfer")
 
 
 def reconstruct(args):
+    _check_outputs(args)
     image = load_image(args.image)
     if args.what == "content":
         return _synthesis_run(args, image, [], "content")
@@ -306,7 +316,7 @@ def figure(args):
         raise RefstyleError("give a figure name (or a grid .json file) and -o OUT.png; --list shows the figures")
     if args.weights is None:
         raise RefstyleError("give the VGG weights with --weights FILE")
-    check_writable(args.output, args.force)
+    check_writable(args.output, args.force, suffix=".png")
     grid = load_grid(args.name)
     images = find_images(grid, args.images if args.images is not None else default_images_dir())
     weights_path = resolve_weights(args.weights)

@@ -49,9 +49,11 @@ from ..nn.arch import check_layers
 from ..paper.build import build_network
 from ..paper.conventions import PAPER_ITERS, PAPER_SIZE, tap_of
 from ..paper.images import load_image, resize_longer, to_uint8
+from ..paper.memory import check_memory, run_estimate
 from ..paper.optimize import OPTIMIZERS
 from ..paper.settings import INITS, KINDS as RUN_KINDS, Settings, for_kind
 from ..paper.synthesis import run_shapes, synthesize
+from .signals import Lifeline, follow_parent
 
 SPECS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "figure_specs")
 KINDS = RUN_KINDS + ("image", "empty")  # the kinds that run an optimisation, and the two that show an image or none
@@ -369,6 +371,40 @@ def cell_job(spec, images, weights, arch, base=Settings(), dtype="float32", devi
     return Job(kind, content, styles, settings, os.path.abspath(weights), arch, dtype, device, kernels, weights_input)
 
 
+def check_grid_memory(grid, images, weights, arch, base=Settings(), dtype="float32", device="cpu", size=PAPER_SIZE,
+                      jobs=1, kernels="fast", optimizer=None, available=None):
+    """Before any cell runs: the hungriest cell's memory, times the cells run at once, against what the machine has.
+
+    Raises :class:`RefstyleError` naming the largest ``size`` that fits
+    (:func:`refstyle.paper.memory.check_memory`). Only the images' headers are read.
+    """
+    from PIL import Image
+
+    def shape(path):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a decompression bomb is refused, in its own words, when the cell reads it
+            with Image.open(path) as im:
+                return im.size[::-1]
+
+    estimators = []
+    cells = [cell.spec for cell in grid.cells if cell.spec["kind"] not in ("empty", "image")]
+    for spec in cells:
+        job = cell_job(spec, images, weights, arch, base, dtype, device, size, 1, 0, kernels, optimizer)
+        try:
+            photo = None if job.content is None else shape(job.content)
+            artworks = [shape(p) for p in job.styles]
+        except Exception:  # not an image Pillow reads: the cell's run says so
+            return
+        estimate_at = run_estimate(job.settings, photo, artworks, arch, dtype, kernels)
+        if estimate_at is not None:
+            estimators.append(estimate_at)
+    if not estimators:
+        return
+    at_once = min(int(jobs), len(cells))
+    check_memory(lambda s: max((e(s) for e in estimators), key=lambda e: e.total).times(at_once), size, device,
+                 available)
+
+
 def cell_key(job, sha256):
     """The cache key of a job: a SHA-256 over its inputs' and weights' contents and every setting.
 
@@ -541,8 +577,11 @@ def _run_all(todo, jobs, scheduler, on_done):
 
         # jobs × threads = cores, not jobs × cores (workers start at the first submits and read it then)
         threads = _blas_threads(max(1, (os.cpu_count() or 1) // jobs))
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-        with threads, pool:
+        context = multiprocessing.get_context("spawn")
+        lifeline = Lifeline(context)  # the workers end with this process, however it ends
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=follow_parent,
+                                   initargs=(lifeline.reader, lifeline.parent))
+        with lifeline, threads, pool:
             futures = {pool.submit(run_cell, job): key for key, job in todo.items()}
             try:
                 for future in as_completed(futures):
@@ -550,6 +589,7 @@ def _run_all(todo, jobs, scheduler, on_done):
             except BaseException:
                 for future in futures:
                     future.cancel()
+                lifeline.cut()  # the running cells end now, rather than when they finish
                 raise
     else:
         for key, job in todo.items():
@@ -583,6 +623,8 @@ def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32"
     net = build_network(weights, base.resolved(), arch=arch, kernels=kernels, weights_input=weights_input)
     arch = net.arch
     check_grid(grid, arch, base, net.layers)
+    if scheduler is None:  # the cells run on this machine: they must fit in its memory
+        check_grid_memory(grid, images, weights, arch, base, dtype, device, size, jobs, kernels, optimizer)
     checksums, image_shapes = {}, {}
 
     def sha256(path):

@@ -2,7 +2,10 @@
 
 Each default and each list of choices comes from the module that owns it (the layer
 tables, the kernel sets, the optimisers, the paper's settings), never written here
-again. Numeric options refuse NaN and infinities at parse time. The handlers are in
+again. Numeric options refuse NaN, infinities and values out of their range at parse
+time; each kind of option has one type that holds its range (seeds ≥ 0, tolerances and
+step sizes > 0, sizes and counts ≥ 1, weights ≥ 0 with one at least > 0), and a bad
+value is one line and exit status 2 (:class:`Parser`). The handlers are in
 :mod:`refstyle.app.commands`; :func:`refstyle.app.cli.main` runs them.
 """
 
@@ -50,23 +53,48 @@ def _finite_float(text):
     return value
 
 
-def _number_list(text):
-    return [_finite_float(v.strip()) for v in text.split(",") if v.strip()]
-
-
-def _positive_int(text):
+def _whole(text):
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, not {value}")
-    return value
+
+
+def _ranged(parse, low, strict, what):
+    """An option's type: ``parse``, then ``value > low`` (``strict``) or ``value >= low``, refused with ``what``."""
+
+    def check(text):
+        value = parse(text)
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"expected {what}, not {text}")
+        return value
+
+    check.__name__ = what  # argparse names the type in some messages
+    return check
+
+
+# Each kind of numeric option and its range, written once: every option of a kind takes its type.
+_positive = _ranged(_finite_float, 0, True, "a number > 0")  # tolerances, step sizes, scales
+_weight = _ranged(_finite_float, 0, False, "a weight ≥ 0")  # α, β, α/β, the TV weight
+_positive_int = _ranged(_whole, 1, False, "a whole number ≥ 1")  # sizes, counts, iterations
+_seed = _ranged(_whole, 0, False, "a seed: a whole number ≥ 0")
+_every = _ranged(_whole, 0, False, "a whole number ≥ 0 (0: off)")
+
+
+def _weight_list(text):
+    """Weights ``w1,w2,...``: each ≥ 0, at least one > 0 (all zero would switch the term off unsaid)."""
+    values = [_weight(v.strip()) for v in text.split(",") if v.strip()]
+    if not any(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected weights ≥ 0, at least one > 0, comma separated, not {text!r}")
+    return values
 
 
 def _positive_int_list(text):
     return [_positive_int(v.strip()) for v in text.split(",") if v.strip()]
 
+
+# Image outputs are PNG only: any other suffix (.jpg, .tif) is refused before the run, never written as PNG data.
+_PNG_ONLY = "the image to write: PNG only, the name must end in .png (lossless, with the settings in a text chunk)"
 
 BY_DEVICE = "by device"  # a default that commands.DEVICE_DEFAULTS gives for the run's --device
 
@@ -121,31 +149,31 @@ def _add_convention(p):
 def _add_loss_options(p):
     """The options that define the objective; shared by grad, transfer and the figures."""
     _add_convention(p)
-    p.add_argument("--alpha", type=_finite_float, help="content weight α")
-    p.add_argument("--beta", type=_finite_float, help="style weight β")
-    p.add_argument("--ratio", type=_finite_float, help="α/β (sets α = RATIO, β = 1); the paper: 1e-3 or 1e-4")
+    p.add_argument("--alpha", type=_weight, help="content weight α")
+    p.add_argument("--beta", type=_weight, help="style weight β")
+    p.add_argument("--ratio", type=_weight, help="α/β (sets α = RATIO, β = 1); the paper: 1e-3 or 1e-4")
     p.add_argument("--content-layers", type=_layer_list, metavar="L1,L2",
                    help=f"default: the convention's (the paper: {','.join(PAPER_CONTENT_LAYERS)})")
     p.add_argument("--style-layers", type=_layer_list, metavar="L1,L2,...",
                    help=f"default: the convention's (the paper: {','.join(PAPER_STYLE_LAYERS)})")
-    p.add_argument("--layer-weights", type=_number_list, metavar="W1,W2,...",
+    p.add_argument("--layer-weights", type=_weight_list, metavar="W1,W2,...",
                    help="w_l of the style layers, in their order (default: the convention's; the paper: 1/5 each)")
-    p.add_argument("--content-weights", type=_number_list, metavar="C1,C2,...",
+    p.add_argument("--content-weights", type=_weight_list, metavar="C1,C2,...",
                    help="weights of the content layers, in their order (default: the convention's; the paper: 1)")
-    p.add_argument("--style-blend", type=_number_list, metavar="V1,V2,...",
+    p.add_argument("--style-blend", type=_weight_list, metavar="V1,V2,...",
                    help="weights of several style images (default: equal)")
-    p.add_argument("--style-scale", type=_finite_float, default=1.0,
+    p.add_argument("--style-scale", type=_positive, default=1.0,
                    help="the artwork's longer side relative to the photograph's (default 1)")
     p.add_argument("--size", type=_positive_int, default=PAPER_SIZE,
                    help=f"the photograph's longer side in pixels (default {PAPER_SIZE})")
-    p.add_argument("--tv-weight", type=_finite_float,
+    p.add_argument("--tv-weight", type=_weight,
                    help="total-variation weight, in the convention's form (default: the convention's; the paper: 0)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the white-noise image (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the white-noise image (default 0)")
     p.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
 
 
 def _add_synthesis_options(p):
-    p.add_argument("-o", "--output", required=True, metavar="OUT.png")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help=_PNG_ONLY)
     p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--iters", type=_positive_int, default=PAPER_ITERS,
                    help=f"iterations per scale (default {PAPER_ITERS})")
@@ -153,21 +181,34 @@ def _add_synthesis_options(p):
                    help="SciPy's L-BFGS-B (the paper's), refstyle's own L-BFGS on the array module (stays on the GPU; "
                    f"no pixel bounds), gradient descent, or Adam (default: {_by_device('optimizer')}, which "
                    "spares a copy to the host and back at every evaluation)")
-    p.add_argument("--lr", type=_finite_float, help="step size of gd and adam")
+    p.add_argument("--lr", type=_positive, help="step size of gd and adam")
     p.add_argument("--maxcor", type=_positive_int, help=f"L-BFGS history size (default {PAPER_MAXCOR})")
     p.add_argument("--no-bounds", action="store_true", help="lbfgs without pixel bounds (lbfgs-xp has none)")
     p.add_argument("--init", default="noise", metavar="noise|content|style|FILE",
                    help="the start image (default: white noise, the paper's)")
     p.add_argument("--preserve-color", action="store_true", help="keep the photograph's colours (luminance-only)")
     p.add_argument("--scales", type=_positive_int, default=1, help="coarse-to-fine scales (default 1)")
-    p.add_argument("--save-every", type=int, default=0, metavar="N", help="also save a numbered snapshot every N iterations")
+    p.add_argument("--save-every", type=_every, default=0, metavar="N", help="also save a numbered snapshot every N iterations")
     p.add_argument("--device", choices=DEVICES, default=DEVICES[0])
     _add_model_options(p, kernels=BY_DEVICE)
     _add_loss_options(p)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, with a bad option reported on one line (exit status 2) instead of the usage and the error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        args, rest = super().parse_known_args(args, namespace)
+        if getattr(args, "alpha", None) == 0 and getattr(args, "beta", None) == 0:
+            self.error("--alpha 0 and --beta 0 leave nothing to minimise: give one of them > 0")
+        return args, rest
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="refstyle",
         description="Neural style transfer (Gatys, Ecker & Bethge) computed as Caffe computes it.",
     )
@@ -226,7 +267,7 @@ def build_parser():
     )
     grad.add_argument("content", metavar="CONTENT", help="the photograph")
     grad.add_argument("styles", metavar="STYLE", nargs="+", help="one or more artworks")
-    grad.add_argument("-o", "--output", required=True, metavar="OUT.npz")
+    grad.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="the gradient file (a name ending .npz)")
     grad.add_argument("--x", metavar="X.npy", help="the image x (1×3×H×W, network layout); default: seeded white noise")
     grad.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     _add_model_options(grad, kernels="reference")
@@ -263,7 +304,7 @@ def build_parser():
         "so an interrupted figure resumes where it stopped.",
     )
     figure.add_argument("name", metavar="NAME", nargs="?", help="fig1-content, fig1-style, fig2, fig3, or GRID.json")
-    figure.add_argument("-o", "--output", metavar="OUT.png")
+    figure.add_argument("-o", "--output", metavar="OUT.png", help=_PNG_ONLY)
     figure.add_argument("--list", action="store_true", help="list the known figures")
     figure.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     figure.add_argument("--images", metavar="DIR", help="the folder of the figure's images (default: ../shared/images)")
@@ -271,7 +312,7 @@ def build_parser():
                         help=f"longer side of each cell in pixels (default {PAPER_SIZE})")
     figure.add_argument("--iters", type=_positive_int, default=PAPER_ITERS,
                         help=f"L-BFGS iterations per cell (default {PAPER_ITERS})")
-    figure.add_argument("--seed", type=int, default=0, help="seed of the white-noise starts (default 0)")
+    figure.add_argument("--seed", type=_seed, default=0, help="seed of the white-noise starts (default 0)")
     figure.add_argument("--jobs", type=_positive_int, default=1, help="cells run at once in local processes (default 1)")
     figure.add_argument("--scheduler", metavar="ADDRESS", help="run the cells on a Dask distributed scheduler, e.g. tcp://host:8786")
     figure.add_argument("--cache", metavar="DIR", help="where finished cells are kept (default $REFSTYLE_CACHE/cells)")
@@ -290,7 +331,7 @@ def build_parser():
     explain.add_argument("--layer", default="conv2_1", help="the layer l (default conv2_1)")
     explain.add_argument("--size", type=_positive_int, default=64, help="the image's longer side (default 64)")
     explain.add_argument("--iters", type=_positive_int, default=10, help="L-BFGS iterations to show (default 10)")
-    explain.add_argument("--seed", type=int, default=0)
+    explain.add_argument("--seed", type=_seed, default=0)
     _add_model_options(explain, weights_required=False)
     _add_convention(explain)
     explain.set_defaults(run=commands.explain)
@@ -298,9 +339,10 @@ def build_parser():
     compare = subcommands.add_parser("compare", help="compare two gradient .npz files array by array")
     compare.add_argument("a", metavar="A.npz")
     compare.add_argument("b", metavar="B.npz")
-    compare.add_argument("--tol", type=_finite_float, default=1e-4, help="largest relative error that passes (default 1e-4)")
+    compare.add_argument("--tol", type=_positive, default=1e-4, help="largest relative error that passes (default 1e-4)")
     compare.add_argument("--plot", metavar="OUT.png",
-                         help="also draw each array's relative error in network order, the tolerance and the failing arrays, to OUT.png")
+                         help="also draw each array's relative error in network order, the tolerance and the failing arrays, to OUT.png "
+                         "(PNG only)")
     compare.add_argument("--force", action="store_true", help="overwrite OUT.png if it exists")
     compare.set_defaults(run=commands.compare)
 
@@ -311,9 +353,9 @@ def build_parser():
     gradcheck.add_argument("--style", metavar="IMAGE", help="the artwork (default: seeded random pixels)")
     gradcheck.add_argument("--widths", type=_positive_int_list, default=[4, 6, 8, 8, 8],
                            help="filters per block of the generated network (default 4,6,8,8,8)")
-    gradcheck.add_argument("--coords", type=int, default=20, help="random coordinates to probe (default 20)")
-    gradcheck.add_argument("--directions", type=int, default=5, help="random directions to probe (default 5)")
-    gradcheck.add_argument("--tol", type=_finite_float, default=1e-6,
+    gradcheck.add_argument("--coords", type=_positive_int, default=20, help="random coordinates to probe (default 20)")
+    gradcheck.add_argument("--directions", type=_positive_int, default=5, help="random directions to probe (default 5)")
+    gradcheck.add_argument("--tol", type=_positive, default=1e-6,
                            help="the relative error to resolve (default 1e-6); exit 1 only when a probe disagrees "
                                 "beyond it and beyond its finite-difference bound")
     _add_model_options(gradcheck, weights_required=False, kernels="reference")

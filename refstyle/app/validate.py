@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import filekind
 from ..backend import to_numpy
 from ..errors import LayerError, RefstyleError
 from ..io import pyplot, write_npz, write_png
@@ -41,6 +42,7 @@ from ..paper.conventions import CONVENTIONS, get_convention
 
 REQUIRED_KEYS = ("x", "loss", "loss_content", "loss_style", "grad")
 SEPARABLE_KEYS = ("loss_content", "loss_style")  # NaN: the writer gave only the total loss
+TEXT_KEYS = ("settings", "image")  # JSON strings, not numbers
 
 
 def gradient_arrays(x, evaluation, settings=None):
@@ -87,8 +89,31 @@ def image_space(arrays, source="the file"):
     return space
 
 
+def check_file_kind(path, kinds, expected):
+    """The :mod:`refstyle.filekind` key of the file at ``path``, one of ``kinds``; else one clear error.
+
+    The error names what the file is, from its first bytes, and what was ``expected``
+    there (a missing file, a folder and an unreadable file are named too).
+    """
+    try:
+        kind = filekind.kind_of(path)
+    except FileNotFoundError:
+        raise RefstyleError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise RefstyleError(f"{path}: is a folder, but {expected}") from None
+    except OSError as e:
+        raise RefstyleError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if kind not in kinds:
+        raise RefstyleError(f"{path}: {filekind.NAMES[kind]}, but {expected}")
+    return kind
+
+
+GRADIENT_FILE = "a gradient file is a NumPy .npz archive (numpy.savez of x, loss, ..., grad: refstyle grad --help)"
+
+
 def read_gradient_file(path):
     """Read a gradient file into a dict of arrays (no pickle); a clear error if it is not one."""
+    check_file_kind(path, ("npz", "zip"), GRADIENT_FILE)  # a zip of other members: its keys are missing
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {key: z[key] for key in z.files}
@@ -99,6 +124,12 @@ def read_gradient_file(path):
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
         raise RefstyleError(f"{path}: a gradient file needs the keys {', '.join(missing)} (see refstyle grad --help)")
+    for key, v in arrays.items():
+        if key not in TEXT_KEYS and not np.issubdtype(v.dtype, np.floating):
+            raise RefstyleError(
+                f"{path}: {key} holds {v.dtype} values; a gradient file holds floating-point arrays (an integer "
+                "image or loss would hide the rounding being compared): save them with .astype(numpy.float64)"
+            )
     image_space(arrays, path)  # a malformed image space is an error at once, naming the file
     return arrays
 
@@ -134,7 +165,7 @@ def _order(key):
 
 class Row(NamedTuple):
     key: str
-    status: str  # "ok", "DIFF", "SHAPE", "only in A", "only in B", "not given"
+    status: str  # "ok", "DIFF", "SHAPE", "only in A", "only in B", "not given", or non-finite ("NaN in B", ...)
     shape: tuple
     max_rel: float  # max |a - b| / max(|a|, |b|)
     scale: float  # the least-squares factor s with a ≈ s b: far from 1 means a constant factor
@@ -148,7 +179,8 @@ class Comparison(NamedTuple):
 
     @property
     def failed(self):
-        return [r for r in self.rows if r.status in ("DIFF", "SHAPE") or (r.status.startswith("only") and r.key in REQUIRED_KEYS)]
+        return [r for r in self.rows if r.status in ("DIFF", "SHAPE") or r.status.startswith(NON_FINITE)
+                or (r.status.startswith("only") and r.key in REQUIRED_KEYS)]
 
     def format(self, names=("A", "B")):
         lines = []
@@ -170,6 +202,8 @@ class Comparison(NamedTuple):
             hint = ""
             if first.status == "DIFF" and abs(first.scale - 1) > self.tol and not np.isnan(first.scale):
                 hint = f" (it is off by a factor of about {first.scale:.6g}: a scaling convention?)"
+            elif first.status.startswith(NON_FINITE):
+                hint = f" ({first.status}: no error can be measured; the computation overflowed or divided by zero)"
             lines.append(
                 f"FAIL: {len(failed)} of {len(self.rows)} arrays differ beyond {self.tol:g}; "
                 f"in network order the first is {first.key}{hint}"
@@ -178,6 +212,19 @@ class Comparison(NamedTuple):
             lines.append(f"PASS: all {len(self.rows)} arrays agree within {self.tol:g}")
         lines += [f"why: {reason}" for reason in self.reasons]
         return "\n".join(lines)
+
+
+NON_FINITE = ("NaN", "Inf")  # how a row whose values are not all finite begins its status
+
+
+def non_finite(a, b, names=("A", "B")):
+    """None where both arrays are finite, else what they hold and where: ``"NaN in B"``, ``"NaN in A, Inf in B"``."""
+    found = []
+    for name, v in zip(names, (a, b)):
+        kinds = [kind for kind, test in zip(NON_FINITE, (np.isnan, np.isinf)) if np.any(test(v))]
+        if kinds:
+            found.append(f"{' and '.join(kinds)} in {name}")
+    return ", ".join(found) if found else None
 
 
 def relative_error(x, y):
@@ -199,7 +246,7 @@ def compare_arrays(a, b, tol=1e-4):
         converted = (space_b, space_a)
     rows = []
     for key in sorted(set(a) | set(b), key=_order):
-        if key in ("settings", "image"):  # text, not numbers
+        if key in TEXT_KEYS:
             continue
         if key not in b or key not in a:
             shape = np.shape(a[key] if key in a else b[key])
@@ -212,10 +259,13 @@ def compare_arrays(a, b, tol=1e-4):
         if key in SEPARABLE_KEYS and x.ndim == 0 and (np.isnan(x) or np.isnan(y)):
             rows.append(Row(key, "not given", x.shape, np.nan, np.nan))
             continue
-        finite = np.all(np.isfinite(x)) and np.all(np.isfinite(y))
-        err = relative_error(x, y) if finite else np.inf
+        bad = non_finite(x, y)
+        if bad is not None:
+            rows.append(Row(key, bad, x.shape, np.nan, np.nan))
+            continue
+        err = relative_error(x, y)
         yy = float(np.sum(y * y))
-        s = float(np.sum(x * y) / yy) if yy > 0 and finite else np.nan
+        s = float(np.sum(x * y) / yy) if yy > 0 else np.nan
         rows.append(Row(key, "ok" if err <= tol else "DIFF", x.shape, err, s))
     reasons = diagnose(rows, a, b, tol)
     scale = image_scale(a, b_as_stored, space_a, space_b, tol) if converted else None

@@ -9,6 +9,8 @@ floats (clipping to 0..255 and rounding happen only when a file is written, in
 
 import math
 import os
+import re
+import warnings
 
 import numpy as np
 
@@ -137,19 +139,29 @@ def load_image(path):
     if os.path.isdir(path):
         raise ImageError(f"{path}: is a folder, not an image")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # refused below, before any pixel is read
+            im = Image.open(path)
+        with im:
             im = ImageOps.exif_transpose(im)
             im.load()
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image that Pillow can read (PNG, JPEG, …)") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(
-            f"{path}: too many pixels to read safely ({e}); downscale the image first, e.g. to 4096 pixels on "
-            "its longer side (the network runs at --size anyway)"
-        ) from None
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise _too_many_pixels(path, e, Image.MAX_IMAGE_PIXELS) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: a damaged or truncated image ({e})") from None
     return _to_rgb(im)
+
+
+def _too_many_pixels(path, bomb, limit):
+    """The error for an image over Pillow's decompression-bomb ``limit``, with its pixel count and the limit."""
+    found = re.search(r"\d+", str(bomb))  # Pillow's "Image size (N pixels) exceeds limit of M pixels ..."
+    pixels = f"{int(found.group()):,} pixels" if found else "too many pixels"
+    return ImageError(
+        f"{path}: declares {pixels}, over the {limit:,} that refstyle reads (Pillow's guard against decompression "
+        "bombs); downscale it first, e.g. to 4096 pixels on its longer side (the network runs at --size anyway)"
+    )
 
 
 def _to_rgb(im):
