@@ -410,9 +410,8 @@ def _normalized_path(args):
 
 
 def weights_normalize(args):
-    if args.output is None:
-        args.output = _normalized_path(args)
-    check_writable(args.output, args.force)
+    output = _normalized_path(args) if args.output is None else args.output  # the options stay as they were given
+    check_writable(output, args.force)
     paths = _image_files(args.images)
     weights = load_weights(args.input, arch=args.arch, input=args.weights_input)
     bar = Progress(len(paths), label="mean responses ", unit="images")
@@ -421,9 +420,9 @@ def weights_normalize(args):
                                        on_image=lambda k: bar.update(k + 1, os.path.basename(paths[k])))
     finally:
         bar.close()
-    save_npz(result.weights, args.output)
+    save_npz(result.weights, output)
     dead = sum(len(v) for v in result.dead.values())
-    print(f"wrote {args.output}: {weights.meta['arch']} normalised over {len(paths)} images at {args.size} px "
+    print(f"wrote {output}: {weights.meta['arch']} normalised over {len(paths)} images at {args.size} px "
           f"({args.pooling} pooling)")
     for name, m in result.scales.items():
         alive = np.delete(m, result.dead.get(name, []))
