@@ -81,8 +81,16 @@ def test_expressions_are_arithmetic_only():
     for text in ("N.__class__", "f(N)", "[N]", "N if N else M", "'a'"):
         with pytest.raises(RefstyleError, match="not a formula"):
             Expression(text)
-    with pytest.raises(RefstyleError, match="not a finite number at N=0"):
+    with pytest.raises(RefstyleError, match="a formula: '1/N' is nan at N=0, but must be a finite number ≥ 0"):
         Expression("1/N")(N=0)
+    with pytest.raises(RefstyleError, match="'N-8' is 0 at N=8, but must be a finite number > 0"):
+        Expression("N-8", where="r.json: field 'content.divide_by'", sign="> 0")(N=8)
+    with pytest.raises(RefstyleError, match="is not a real number"):
+        Expression("(0-N)^0.5")(N=4)
+    with pytest.raises(RefstyleError, match="'0-1' is -1 at any values"):
+        Expression("0-1")()
+    with pytest.raises(RefstyleError, match="at most 200 are read"):
+        Expression("+".join(["N"] * 200_000))
 
 
 def test_every_builtin_record_is_read_from_its_file_and_the_docs_show_them():
@@ -285,3 +293,87 @@ def test_a_transfer_runs_with_a_convention_that_names_layers_its_own_way(convent
     deepest = {"tf-tutorial": "conv5_2", "pytorch-tutorial": "conv3_1:pre", "anishathalye": "conv5_2"}[convention]
     with pytest.raises(RefstyleError, match=f"too small for {deepest}: it needs at least"):
         refstyle.synthesize(net, rgb, [rgb], settings._replace(size=4))
+
+
+@pytest.mark.parametrize("record, message", [
+    ({"content": {"divide_by": "N-8"}}, "field 'content.divide_by': 'N-8' is 0 at N=8, but must be a finite number > 0"),
+    ({"style": {"divide_by": "0-1"}}, "field 'style.divide_by': '0-1' is -1 at any values, but must be a finite number > 0"),
+    ({"style": {"gram_divide_by": "M-M"}}, "field 'style.gram_divide_by': 'M-M' is 0"),
+    ({"style": {"weights": "0-1"}}, "field 'style.weights': '0-1' is -1 at any values, but must be a finite number ≥ 0"),
+    ({"style": {"divide_by": "(0-N)^0.5"}}, "field 'style.divide_by': '\\(0-N\\)\\^0.5' is not a real number"),
+    ({"style": {"divide_by": "1e-300"}, "beta": 1e300}, "the loss and the gradient at this x are not finite"),
+])
+def test_a_record_whose_value_is_wrong_at_some_layer_gets_one_line(tmp_path, capsys, record, message):
+    (tmp_path / "r.json").write_text(json.dumps({"name": "r", **record}))
+    refstyle.save_npz(refstyle.generate_weights("vgg19", widths=WIDTHS, seed=1), tmp_path / "w.npz")
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 20, 3)).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    status = main(["grad", str(tmp_path / "a.png"), str(tmp_path / "a.png"), "--weights", str(tmp_path / "w.npz"),
+                   "--convention", str(tmp_path / "r.json"), "--size", "20", "-o", str(tmp_path / "g.npz")])
+    err = capsys.readouterr().err
+    assert status == 1 and re.search(message, err) and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "g.npz").exists()
+
+
+def test_style_targets_of_another_gram_divisor_and_a_layer_twice_are_refused():
+    w = refstyle.generate_weights("vgg19", widths=WIDTHS, seed=1)
+    net = refstyle.build_network(w, refstyle.Settings(convention="tf-tutorial"))
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    a = refstyle.preprocess(rgb, space=net.image)
+    paper_targets = refstyle.style_targets(net, [a], ["conv1_1"])  # divided by 1, the paper's
+    with pytest.raises(RefstyleError, match="divide each Gram matrix by 1, but the tf-tutorial convention by M"):
+        refstyle.Objective(net, {}, paper_targets, alpha=0.0, beta=1.0, convention="tf-tutorial")
+    ok = refstyle.style_targets(net, [a], ["conv1_1"], convention="tf-tutorial")
+    assert refstyle.Objective(net, {}, ok, alpha=0.0, beta=1.0, convention="tf-tutorial")(a)[0] == pytest.approx(0.0)
+    settings = refstyle.Settings(convention="tf-tutorial", style_layers=("block1_conv1", "conv1_1"))
+    with pytest.raises(RefstyleError, match="the style layer conv1_1 is given twice"):
+        refstyle.build_objective(net, rgb, [rgb], settings)
+
+
+def test_a_list_of_weights_weights_the_records_own_layers():
+    c = CONVENTIONS["anishathalye"]  # content weights [1, 0] for relu4_2, relu5_2
+    assert c.content_layer_weights(["conv4_2"], [8]) == {"conv4_2": 1.0}
+    assert c.content_layer_weights(["conv5_2", "conv3_1"], [8, 8]) == {"conv5_2": 0.0, "conv3_1": 1.0}
+
+
+@pytest.mark.parametrize("convention", ["tf-tutorial", "anishathalye", "neural-style"])
+def test_explain_with_a_convention_that_has_total_variation_or_a_weight_list(tmp_path, capsys, convention):
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 40, 3)).astype(np.uint8)).save(tmp_path / "a.png")
+    refstyle.save_npz(refstyle.generate_weights("vgg19", widths=WIDTHS, seed=1), tmp_path / "w.npz")
+    assert main(["explain", str(tmp_path / "a.png"), "--layer", "conv2_1", "--size", "40", "--iters", "1",
+                 "--weights", str(tmp_path / "w.npz"), "--convention", convention]) == 0
+    out = capsys.readouterr().out
+    assert "10. the " + convention + " convention's layers" in out
+    assert ("total variation" in out) == (CONVENTIONS[convention].tv_weight > 0)
+    step7 = out[out.index("7. total loss"):out.index("8. back-propagation")]
+    numbers = [float(v) for v in re.findall(r"(-?[\d.]+e[-+]\d+|-?[\d.]+)", step7.splitlines()[1])]
+    total, terms = numbers[0], numbers[1:]
+    assert total == pytest.approx(sum(terms[k] * terms[k + 1] for k in range(0, len(terms), 2)), rel=1e-4)
+
+
+def test_check_network_knows_the_filters():
+    w = refstyle.generate_weights("vgg19", widths=WIDTHS, seed=1)
+    anish = refstyle.Settings(convention="anishathalye")
+    net = refstyle.build_network(w, anish)
+    assert net.filters == "transposed" and "filters='transposed'" in repr(net)
+    np.testing.assert_array_equal(net.params["conv2_1"][0], np.asarray(w["conv2_1"][0], np.float32).swapaxes(2, 3))
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    as_stored = refstyle.VGG(w, pooling="max", image=net.image)
+    with pytest.raises(RefstyleError, match="runs its filters 'as-stored', but the settings .convention anishathalye. "
+                                            "say 'transposed'"):
+        refstyle.build_objective(as_stored, rgb, [rgb], anish)
+
+
+def test_figure_cache_key_holds_a_record_files_contents(tmp_path):
+    from refstyle.app.figures import Job, cell_key
+
+    sha = lambda path: refstyle.io.file_sha256(path)  # noqa: E731
+    (tmp_path / "w").write_bytes(b"w")
+    for name in ("k.json", "elsewhere.json"):
+        (tmp_path / name).write_text(json.dumps({"name": "k", "pooling": "max"}))
+    job = lambda rec: Job("style", None, (), refstyle.Settings(convention=str(tmp_path / rec)), str(tmp_path / "w"),  # noqa: E731
+                          "vgg19", "float32", "cpu")
+    assert cell_key(job("k.json"), sha) == cell_key(job("elsewhere.json"), sha)  # the contents, not the path
+    before = cell_key(job("k.json"), sha)
+    (tmp_path / "k.json").write_text(json.dumps({"name": "k", "pooling": "max", "content": {"divide_by": "N*M"}}))
+    assert cell_key(job("k.json"), sha) != before

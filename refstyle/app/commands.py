@@ -151,7 +151,12 @@ def grad(args):
     objective = build_objective(net, photo, artworks, settings)
     if args.x is None:
         x = white_noise(photo.shape[:2], args.seed, net.dtype, net.image)
-    e = objective.evaluate(x)
+    with np.errstate(all="ignore"):  # an overflow is reported below, in one line
+        e = objective.evaluate(x)
+    bad = [what for what, v in (("the loss", e.loss), ("the gradient", e.grad)) if not np.all(np.isfinite(np.asarray(v)))]
+    if bad:
+        raise RefstyleError(f"{' and '.join(bad)} at this x {'are' if len(bad) > 1 else 'is'} not finite (loss {e.loss:g}): "
+                            "the weights α, β, w_l or the convention's divisors overflow; nothing written")
     record = {
         "refstyle": __version__, "weights": args.weights, "arch": net.arch, "pooling": net.pooling,
         "convention": settings.convention, "alpha": objective.alpha, "beta": objective.beta,

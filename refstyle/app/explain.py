@@ -11,6 +11,7 @@ PASS, PASS within the noise floor, or FAIL). It works in float64 (the checks nee
 
 import numpy as np
 
+from ..nn.arch import split_tap
 from ..nn.inputs import MEAN_BGR, describe_input, is_caffe_input
 from ..paper.conventions import get_convention, loss_weights, tap_of
 from ..paper.gradcheck import check_gradient
@@ -64,6 +65,12 @@ def paper_layers(net, rgb, x, alpha=None, beta=None, settings=Settings()):
     objective = build_objective(net, rgb, [rgb], s)
     e = objective.evaluate(x)
     for (kind, name), term in e.layer_losses.items():
+        if kind == "tv":
+            share = objective.tv_weight * term
+            yield (f"   total variation ({get_convention(s.convention).tv}): λ L_TV = {share:<9.4g} "
+                   + (f"({100 * share / e.loss:.2g}% of L)" if get_convention(s.convention).tv_in_loss else
+                      "(its gradient only: not in L)"))
+            continue
         F_l = e.F[name]
         weight, symbol = (alpha, "α L_content") if kind == "content" else (beta * objective.layer_weights[name], "β w_l E_l")
         H_W = f"{F_l.shape[2]}×{F_l.shape[3]}"
@@ -97,7 +104,8 @@ def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None, settings=S
     A = style_targets(net, [p], [layer])[layer]
     F_l = F[layer]
     N_l, M_l = F_l.shape[1], F_l.shape[2] * F_l.shape[3]
-    yield f"2. responses F^l at {layer} (after its ReLU)"
+    before = split_tap(layer)[1]
+    yield f"2. responses F^l at {layer} ({'before' if before else 'after'} its ReLU)"
     yield f"   shape {tuple(F_l.shape)}: N_l = {N_l} filters, M_l = {F_l.shape[2]}×{F_l.shape[3]} = {M_l} positions"
     yield f"   as a matrix F^l: {as_matrix(F_l).shape}; the photograph's P^l has {float((P > 0).mean()):.1%} positive entries"
 
@@ -115,15 +123,23 @@ def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None, settings=S
     yield f"   of the white noise against the image's own A^l: {E:.6g}"
     yield "   " + _check_in_F(lambda F_: style_loss(F_, A), F_l)
 
-    yield "6. ReLU mask: the derivatives hold where F^l > 0 and are 0 elsewhere (applied in relu_backward)"
-    yield f"   {float((F_l == 0).mean()):.1%} of the noise's {layer} responses are 0: their gradient is masked"
+    if before:
+        yield "6. ReLU mask: this tap is before its ReLU, so the derivatives pass it unmasked; the deeper ReLUs mask theirs"
+        yield f"   {float((F_l <= 0).mean()):.1%} of the noise's {layer} responses are ≤ 0 (the ReLU would zero them)"
+    else:
+        yield "6. ReLU mask: the derivatives hold where F^l > 0 and are 0 elsewhere (applied in relu_backward)"
+        yield f"   {float((F_l == 0).mean()):.1%} of the noise's {layer} responses are 0: their gradient is masked"
 
     one = settings._replace(content_layers=(layer,), style_layers=(layer,), layer_weights={layer: 1.0},
-                            content_weights=None, alpha=alpha, beta=beta)
+                            content_weights={layer: 1.0}, alpha=alpha, beta=beta)
     objective = build_objective(net, rgb, [rgb], one)
     e = objective.evaluate(x)
-    yield f"7. total loss L = α L_content + β L_style  (eq. 7), α = {alpha:g}, β = {beta:g}, w_l = 1"
-    yield f"   {e.loss:.6g} = {alpha:g} × {e.loss_content:.6g} + {beta:g} × {e.loss_style:.6g}"
+    tv = e.layer_losses.get(("tv", "x"))
+    in_loss = tv is not None and get_convention(settings.convention).tv_in_loss
+    yield (f"7. total loss L = α L_content + β L_style{' + λ L_TV' if in_loss else ''}  (eq. 7), α = {alpha:g}, "
+           f"β = {beta:g}, w_l = 1" + (f", λ = {objective.tv_weight:g}" if in_loss else ""))
+    yield (f"   {e.loss:.6g} = {alpha:g} × {e.loss_content:.6g} + {beta:g} × {e.loss_style:.6g}"
+           + (f" + {objective.tv_weight:g} × {tv:.6g}" if in_loss else ""))
 
     yield "8. back-propagation to the image: ∂L/∂x through ReLUs, poolings and convolutions (one sweep)"
     yield f"   ∂L/∂x: {tuple(e.grad.shape)}, norm {float(np.linalg.norm(np.asarray(e.grad))):.6g}"

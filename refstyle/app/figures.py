@@ -47,7 +47,7 @@ from ..errors import ImageError, LayerError, RefstyleError, RefstyleWarning, Usa
 from ..io import file_sha256, pyplot, write_npz, write_png
 from ..nn.arch import check_layers
 from ..paper.build import build_network
-from ..paper.conventions import PAPER_ITERS, PAPER_SIZE, tap_of
+from ..paper.conventions import CONVENTIONS, PAPER_ITERS, PAPER_SIZE, tap_of
 from ..paper.images import load_image, resize_longer, to_uint8
 from ..paper.memory import check_memory, run_estimate
 from ..paper.optimize import OPTIMIZERS
@@ -414,6 +414,8 @@ def cell_key(job, sha256):
     settings = job.settings._asdict()
     if settings["init"] not in INITS:  # a start image: its contents, as the other images'
         settings["init"] = sha256(settings["init"])
+    if settings["convention"] not in CONVENTIONS:  # a record file of the user's: its contents, not its path
+        settings["convention"] = {"record": sha256(settings["convention"])}
     record = {
         "refstyle": __version__,
         "kind": job.kind,

@@ -38,7 +38,8 @@ def _numbers(n, v):
 def is_input_convention(v):
     """Whether ``v`` has the form of a convention: ``channels``, ``range``, ``mean`` and optionally ``std``."""
     return (isinstance(v, dict) and {"channels", "range", "mean"} <= set(v) <= {"channels", "range", "mean", "std"}
-            and v["channels"] in ("BGR", "RGB") and _numbers(2, v["range"]) and _numbers(3, v["mean"])
+            and v["channels"] in ("BGR", "RGB") and _numbers(2, v["range"]) and v["range"][0] == 0
+            and v["range"][1] > 0 and _numbers(3, v["mean"])
             and ("std" not in v or (_numbers(3, v["std"]) and all(x > 0 for x in v["std"]))))
 
 

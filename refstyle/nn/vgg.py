@@ -23,6 +23,11 @@ from .kernels import KERNELS, kernel_set
 from .layers import POOLINGS, ROUNDINGS
 
 
+# How the weights' 3×3 filters are run: as stored, or transposed in space (an implementation that reads
+# MatConvNet's height × width as width × height: anishathalye/neural-style).
+FILTERS = ("as-stored", "transposed")
+
+
 class NetCache(NamedTuple):
     """What :meth:`VGG.backward` needs from a forward pass: each computed layer's cache."""
 
@@ -57,13 +62,15 @@ class VGG:
     """
 
     def __init__(self, weights, arch=None, pooling="avg", dtype="float32", device="cpu", kernels="reference",
-                 rounding="ceil", image=None, feed=None):
+                 rounding="ceil", image=None, feed=None, filters=FILTERS[0]):
         if pooling not in POOLINGS:
             raise RefstyleError(f"unknown pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
         if rounding not in ROUNDINGS:
             raise RefstyleError(f"unknown pooling rounding {rounding!r}: choose one of {', '.join(ROUNDINGS)}")
         if kernels not in KERNELS:
             raise RefstyleError(f"unknown kernels {kernels!r}: choose one of {', '.join(KERNELS)}")
+        if filters not in FILTERS:
+            raise RefstyleError(f"unknown filters {filters!r}: choose one of {', '.join(FILTERS)}")
         self.arch = check_arch(arch if arch is not None else infer_arch(weights))
         convs = check_weights(weights, self.arch)
         self.pooling, self.rounding = pooling, rounding
@@ -71,8 +78,13 @@ class VGG:
         self.xp = device_module(device)
         self.device = device
         self.layers = computed_layers(self.arch, convs)
+        # an implementation that reads its file's 3×3 filters with height and width swapped runs them transposed
+        self.filters = filters
+        turn = (lambda W: W.swapaxes(2, 3)) if filters == "transposed" else (lambda W: W)
         self.params = {
-            name: tuple(self.xp.asarray(a, dtype=self.dtype) for a in weights[name]) for name in convs
+            name: (self.xp.ascontiguousarray(self.xp.asarray(turn(weights[name][0]), dtype=self.dtype)),
+                   self.xp.asarray(weights[name][1], dtype=self.dtype))
+            for name in convs
         }
         self.kernels = kernels
         self.kernel_set = kernel_set(kernels, self.params, self.xp)
@@ -87,6 +99,7 @@ class VGG:
         kernels = "" if self.kernels == "reference" else f"kernels={self.kernels!r}, "
         rounding = "" if self.rounding == "ceil" else f"rounding={self.rounding!r}, "
         stage = "" if self.stage.identity else f"input {self.stage}, "
+        stage += "" if self.filters == FILTERS[0] else f"filters={self.filters!r}, "
         return (
             f"VGG(arch={self.arch!r}, pooling={self.pooling!r}, {rounding}dtype={self.dtype.name!r}, "
             f"device={self.device!r}, {kernels}{stage}layers {self.layers[0]}..{self.layers[-1]})"

@@ -14,7 +14,7 @@ from ..errors import RefstyleError
 from ..nn.arch import check_layers
 from ..nn.inputs import CAFFE_INPUT, InputStage, describe_input
 from ..nn.vgg import VGG
-from ..weights import Weights, load_weights
+from ..weights import load_weights
 from .conventions import get_convention, tap_of
 
 
@@ -32,11 +32,10 @@ def build_network(weights, settings, arch=None, dtype="float32", device="cpu", k
     convention = get_convention(s.convention)
     if not isinstance(weights, Mapping):
         weights = load_weights(weights, arch=arch, input=weights_input, fold=False)
-    if convention.filters == "transposed":  # the implementation runs each 3×3 filter transposed in space
-        weights = Weights({name: (W.swapaxes(2, 3), b) for name, (W, b) in weights.items()}, getattr(weights, "meta", {}))
     trained_on = dict(getattr(weights, "meta", {}).get("input") or CAFFE_INPUT)
     net = VGG(weights, arch=arch, pooling=s.pooling, dtype=dtype, kernels=kernels, device=device,
-              rounding=s.rounding, image=convention.image_space(trained_on), feed=convention.feed_space(trained_on))
+              rounding=s.rounding, image=convention.image_space(trained_on), feed=convention.feed_space(trained_on),
+              filters=convention.filters)
     taps = [tap_of(convention, name, net.arch) for name in list(s.content_layers) + list(s.style_layers)]
     check_layers(taps, net.arch, net.layers)
     return net
@@ -47,7 +46,8 @@ def check_network(net, settings):
     s = settings.resolved()
     c = get_convention(s.convention)
     fix = "build it with refstyle.build_network(weights, settings)"
-    for what, have, want in (("pools", net.pooling, s.pooling), ("rounds its pooling", net.rounding, s.rounding)):
+    for what, have, want in (("pools", net.pooling, s.pooling), ("rounds its pooling", net.rounding, s.rounding),
+                             ("runs its filters", net.filters, c.filters)):
         if have != want:
             raise RefstyleError(f"the network {what} {have!r}, but the settings (convention {c.name}) say {want!r}: {fix}")
     image = c.image_space(net.weights_input)

@@ -59,6 +59,7 @@ from ..errors import RefstyleError
 from ..nn.arch import PRE_RELU, conv_layers
 from ..nn.inputs import INPUTS, affine, describe_input, is_input_convention, with_mean_pixel
 from ..nn.layers import POOLINGS, ROUNDINGS
+from ..nn.vgg import FILTERS
 from .expressions import Expression
 from .losses import TV_FORMS
 
@@ -73,9 +74,7 @@ PAPER_MAXCOR = 20  # L-BFGS history, as in the author's DeepTextures code
 
 RECORDS_DIR = Path(__file__).resolve().parent / "records"  # the built-in records, shipped with the package
 FROM_WEIGHTS = "weights"  # an image space's "mean": the weights file's own mean pixel
-# A record's "filters": how the implementation runs the weights file's 3×3 filters, as stored or transposed in
-# space (anishathalye/neural-style reads MatConvNet's height × width as width × height).
-FILTERS = ("as-stored", "transposed")
+
 FEED_IMAGE = "image"  # a record's "feed": conv1_1 takes x as it is
 
 
@@ -169,13 +168,19 @@ class Convention(NamedTuple):
         g = self.gram_scale(N, M)
         return 4.0 * N**2 * M**2 / (g**2 * self.style_divisor(N=N, M=M, H=H, W=W))
 
-    def style_layer_weights(self, layers, N):
-        """``{layer: w_l}`` of the style layers (``N``: each one's filter count), the record's rule or list."""
-        return _layer_weights(self.layer_weights, layers, N, self.normalise_weights, "style")
+    def style_layer_weights(self, layers, N, arch="vgg19"):
+        """``{layer: w_l}`` of the style layers (``N``: each one's filter count), by the record's rule or list.
 
-    def content_layer_weights(self, layers, N):
-        """``{layer: c_l}`` of the content layers (``N``: each one's filter count)."""
-        return _layer_weights(self.content_weights, layers, N, False, "content")
+        A list weights the record's own layers (compared as refstyle's taps on ``arch``); a
+        layer it does not name weighs 1.
+        """
+        own = [tap_of(self, name, arch) for name in self.style_layers]
+        return _layer_weights(self.layer_weights, layers, N, self.normalise_weights, own)
+
+    def content_layer_weights(self, layers, N, arch="vgg19"):
+        """``{layer: c_l}`` of the content layers (``N``: each one's filter count), as :meth:`style_layer_weights`."""
+        own = [tap_of(self, name, arch) for name in self.content_layers]
+        return _layer_weights(self.content_weights, layers, N, False, own)
 
     def image_space(self, weights_input=None):
         """The space x is optimised in, with a mean taken from the weights where the record says so."""
@@ -190,19 +195,17 @@ class Convention(NamedTuple):
         return _resolve_mean(self.feed, weights_input, self.name)
 
 
-def _layer_weights(rule, layers, N, normalise, what):
+def _layer_weights(rule, layers, N, normalise, own):
     layers = list(layers)
     if isinstance(rule, Expression):
         weights = [rule(N=N[k], n=len(layers), k=k) for k in range(len(layers))]
-    else:
-        if len(rule) != len(layers):
-            raise RefstyleError(f"the convention lists {len(rule)} {what} layer weights for {len(layers)} {what} layers: "
-                                f"give the weights for these layers")
-        weights = [float(w) for w in rule]
+    else:  # by the record's own layers; another layer weighs 1
+        by_layer = dict(zip(own, rule))
+        weights = [float(by_layer.get(name, 1.0)) for name in layers]
     if normalise:
         total = sum(weights)
         if not total > 0:
-            raise RefstyleError(f"the {what} layer weights sum to {total:g}: they cannot be normalised")
+            raise RefstyleError(f"the layer weights {weights} sum to {total:g}: they cannot be normalised to sum 1")
         weights = [w / total for w in weights]
     return dict(zip(layers, weights))
 
@@ -335,12 +338,13 @@ def parse_record(data, where="the convention record"):
         beta=_number(where, "beta", d["beta"]),
         content_layers=content_layers,
         content_weights=_weights(where, "content.weights", content["weights"], len(content_layers)),
-        content_divisor=Expression(content["divide_by"], ("N", "M", "H", "W"), f"{where}: field 'content.divide_by'"),
+        content_divisor=Expression(content["divide_by"], ("N", "M", "H", "W"), f"{where}: field 'content.divide_by'",
+                                   "> 0"),
         style_layers=style_layers,
         layer_weights=_weights(where, "style.weights", style["weights"], len(style_layers)),
         normalise_weights=style["normalise_weights"],
-        gram_divisor=Expression(style["gram_divide_by"], ("N", "M"), f"{where}: field 'style.gram_divide_by'"),
-        style_divisor=Expression(style["divide_by"], ("N", "M", "H", "W"), f"{where}: field 'style.divide_by'"),
+        gram_divisor=Expression(style["gram_divide_by"], ("N", "M"), f"{where}: field 'style.gram_divide_by'", "> 0"),
+        style_divisor=Expression(style["divide_by"], ("N", "M", "H", "W"), f"{where}: field 'style.divide_by'", "> 0"),
         tv=tv["form"],
         tv_weight=_number(where, "tv.weight", tv["weight"]),
         tv_in_loss=tv["in_loss"],

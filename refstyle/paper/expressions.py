@@ -31,6 +31,8 @@ SYMBOLS = {
     "k": "the layer's position in its list, from 0",
 }
 
+MAX_LENGTH = 200  # characters of a formula: a record's are a few
+
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
         ast.Pow: operator.pow}
 
@@ -38,15 +40,17 @@ _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, as
 class Expression:
     """A parsed formula of :data:`SYMBOLS`; call it with the symbols' values: ``Expression("N*M")(N=64, M=9)``."""
 
-    def __init__(self, text, allowed=tuple(SYMBOLS), where="a formula"):
+    def __init__(self, text, allowed=tuple(SYMBOLS), where="a formula", sign="≥ 0"):
         if isinstance(text, (int, float)) and not isinstance(text, bool):
             text = repr(float(text))
         if not isinstance(text, str) or not text.strip():
             raise RefstyleError(f"{where}: expected a formula such as \"N*M\" or a number, not {text!r}")
-        self.text = text.strip()
+        if len(text) > MAX_LENGTH:
+            raise RefstyleError(f"{where}: a formula of {len(text):,} characters; at most {MAX_LENGTH} are read")
+        self.text, self.where, self.sign = text.strip(), where, sign
         try:
             tree = ast.parse(self.text.replace("^", "**"), mode="eval").body
-        except SyntaxError:
+        except (SyntaxError, RecursionError, MemoryError):
             raise RefstyleError(f"{where}: {text!r} is not a formula (numbers, {', '.join(allowed)}, + - * / ^ and "
                                 "parentheses)") from None
         self.symbols = set()
@@ -83,17 +87,21 @@ class Expression:
         return _OPS[type(node.op)](self._eval(node.left, values), self._eval(node.right, values))
 
     def __call__(self, **values):
-        """The formula's value (a float) for the symbols given; a clear error if it is not a finite number."""
+        """The formula's value (a float) for the symbols given; one clear line, naming where the formula was
+        written, if it is not a finite real number of its sign (``> 0`` for a divisor, ``≥ 0`` for a weight)."""
         missing = self.symbols - set(values)
         if missing:
-            raise RefstyleError(f"{self.text!r} needs {', '.join(sorted(missing))}")
+            raise RefstyleError(f"{self.where}: {self.text!r} needs {', '.join(sorted(missing))}")
         try:
             v = self._eval(self._tree, values)
-        except (ZeroDivisionError, OverflowError):
+        except (ZeroDivisionError, OverflowError, RecursionError):
             v = math.nan
-        if not math.isfinite(v):
+        ok = isinstance(v, float) and math.isfinite(v) and (v > 0 if self.sign == "> 0" else v >= 0)
+        if not ok:
             shown = ", ".join(f"{s}={values[s]:g}" for s in sorted(self.symbols))
-            raise RefstyleError(f"{self.text!r} is not a finite number at {shown or 'these values'}")
+            value = "not a real number" if isinstance(v, complex) else f"{v:g}"
+            raise RefstyleError(f"{self.where}: {self.text!r} is {value} at {shown or 'any values'}, but must be a "
+                                f"finite number {self.sign}")
         return v
 
     def __repr__(self):

@@ -27,6 +27,22 @@ def content_targets(net, p, layers):
     return F
 
 
+class StyleTargets(dict):
+    """``{layer: A^l}``, remembering the divisor of the Gram matrices it blends (the convention's ``g``)."""
+
+    def __init__(self, grams, gram_divisor):
+        super().__init__(grams)
+        self.gram_divisor = gram_divisor
+
+
+def _once(layers, what):
+    seen = set()
+    for name in layers:
+        if name in seen:
+            raise RefstyleError(f"the {what} layer {name} is given twice (perhaps under two names): give each layer once")
+        seen.add(name)
+
+
 def style_targets(net, artworks, layers, blend=None, convention="paper"):
     r"""The artworks' Gram matrices at the style layers, blended: :math:`A^l = \sum_s v_s A^l_s`.
 
@@ -40,7 +56,8 @@ def style_targets(net, artworks, layers, blend=None, convention="paper"):
         blend = [1.0 / len(artworks)] * len(artworks)
     if len(blend) != len(artworks):
         raise RefstyleError(f"{len(artworks)} style images but {len(blend)} blend weights")
-    A = {}
+    _once(layers, "style")
+    A = StyleTargets({}, convention.gram_divisor.text)
     for v, a in zip(blend, artworks):
         F, _ = net.forward(a, layers)
         for name in layers:
@@ -102,10 +119,19 @@ class Objective:
         self.A = dict(A) if self.beta != 0 else {}
         if not self.P and not self.A:
             raise RefstyleError("the objective has no loss term: give content layers with alpha ≠ 0 or style layers with beta ≠ 0")
+        made_with = getattr(A, "gram_divisor", None)  # style_targets' record of how it divided the Grams
+        if self.A and made_with is not None and made_with != self.convention.gram_divisor.text:
+            raise RefstyleError(
+                f"the style targets divide each Gram matrix by {made_with}, but the {self.convention.name} convention "
+                f"by {self.convention.gram_divisor.text}: make them with style_targets(..., convention=the same)"
+            )
+        arch = net.arch
         self.layer_weights = self._weights(layer_weights, self.A, "style", "w_l",
-                                           self.convention.style_layer_weights, lambda A_l: A_l.shape[0])
+                                           lambda *a: self.convention.style_layer_weights(*a, arch),
+                                           lambda A_l: A_l.shape[0])
         self.content_weights = self._weights(content_weights, self.P, "content", "c_l",
-                                             self.convention.content_layer_weights, lambda P_l: P_l.shape[1])
+                                             lambda *a: self.convention.content_layer_weights(*a, arch),
+                                             lambda P_l: P_l.shape[1])
         self.layers = list(dict.fromkeys(list(self.P) + list(self.A)))
         self.tv_weight = float(tv_weight)
 
@@ -202,7 +228,10 @@ def build_objective(net, photo, artworks, settings):
         for given in (s.layer_weights, s.content_weights)
     )
     if content_weights is None:  # a content layer weighted 0 (anishathalye's blend) is left out
-        content_weights = convention.content_layer_weights(content_layers, [_filters(net, t) for t in content_layers])
+        content_weights = convention.content_layer_weights(content_layers, [_filters(net, t) for t in content_layers],
+                                                           net.arch)
+    _once(content_layers, "content")
+    _once(style_layers, "style")
     content_layers = [name for name in content_layers if content_weights.get(name, 1.0) != 0]
     P, A = {}, {}
     if s.alpha != 0 and photo is not None and content_layers:
