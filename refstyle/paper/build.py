@@ -1,7 +1,7 @@
 r"""One builder from weights and :class:`~refstyle.paper.settings.Settings` to the network of a run.
 
 A convention says how its implementation's network is made: the image space :math:`\vec x`
-lives in, what ``conv1_1`` is fed, the pooling and its rounding. :func:`build_network`
+lives in, what ``conv1_1`` is fed, the pooling and its rounding, how the filters are run. :func:`build_network`
 builds that network; :func:`check_network` refuses one that contradicts the settings
 (:func:`~refstyle.paper.objective.build_objective` calls it), so that an objective is never
 computed on a network other than the one its convention describes. The command line,
@@ -42,7 +42,7 @@ def build_network(weights, settings, arch=None, dtype="float32", device="cpu", k
 
 
 def check_network(net, settings):
-    """Refuse a network whose pooling, rounding, image space or feed is not what the settings' convention says."""
+    """Refuse a network whose pooling, rounding, filters, image space or feed is not what the settings' convention says."""
     s = settings.resolved()
     c = get_convention(s.convention)
     fix = "build it with refstyle.build_network(weights, settings)"
