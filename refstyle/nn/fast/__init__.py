@@ -71,6 +71,7 @@ from .conv import (
 from .im2col import im2col_conv, im2col_filters, planes_conv, planes_conv_backward
 from .layout import (
     BAND_BYTES,
+    THREAD_BYTES,
     Workspace,
     add_nchw,
     band_rows,
@@ -84,6 +85,7 @@ from .layout import (
     to_hwc,
 )
 from .pool import PoolCache, pool_backward, pool_forward
+from .threads import blas_limit, blas_threads, cores, set_blas_threads
 from .winograd import (
     BACKWARD_TILE,
     WINOGRAD_AT,

@@ -94,7 +94,7 @@ def conv_relu_forward(x, plan, work=None, budget=None):
     conv = {"winograd": winograd_conv, "im2col": im2col_conv, "planes": planes_conv}[plan.method]
     work = workspace_for(work, array_module(x))
     F = conv(x, _filters(plan, work), plan.b, relu=True, work=work, budget=budget)
-    return F, ConvReluCache(plan, relu_mask(F))
+    return F, ConvReluCache(plan, relu_mask(F, work))
 
 
 def conv_relu_forward_with_z(x, plan, work=None, budget=None):
@@ -108,7 +108,7 @@ def conv_relu_forward_with_z(x, plan, work=None, budget=None):
     work = workspace_for(work, xp)
     z = conv(x, _filters(plan, work), plan.b, relu=False, work=work, budget=budget)
     F = xp.maximum(z, 0)
-    return F, z, ConvReluCache(plan, relu_mask(F))
+    return F, z, ConvReluCache(plan, relu_mask(F, work))
 
 
 def conv_relu_backward(dF, cache, work=None, budget=None, dz=None):

@@ -10,10 +10,12 @@ padded band (:func:`padded_band`): the fast twin of :func:`refstyle.nn.layers.re
 """
 
 import math
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
 from ...backend import array_module
+from .threads import blas_limit, cores
 
 # ---------------------------------------------------------------------------
 # Layout
@@ -102,14 +104,23 @@ def add_nchw(h, x):
 # ---------------------------------------------------------------------------
 
 
-def relu_mask(F):
+def relu_mask(F, work=None):
     """Where the ReLU passes the gradient, :math:`F > 0`, for an ``(H, W, C)`` response.
 
     With NumPy it is kept packed, 8 channels to a byte (``(H, W, ⌈C/8⌉)`` uint8, a
-    32nd of the response's memory); with CuPy as a bool array.
+    32nd of the response's memory), computed in bands of rows on ``work``'s threads;
+    with CuPy as a bool array.
     """
-    m = F > 0
-    return np.packbits(m, axis=-1) if array_module(F) is np else m
+    if array_module(F) is not np:
+        return F > 0
+    H, W, C = F.shape
+    mask = np.empty((H, W, -(-C // 8)), dtype=np.uint8)
+
+    def rows(r0, r1, slot):
+        mask[r0:r1] = np.packbits(F[r0:r1] > 0, axis=-1)
+
+    workspace_for(work, np).run_bands(H, W * C, BAND_BYTES, rows)
+    return mask
 
 
 def mask_rows(mask, lo, hi, columns, C):
@@ -130,23 +141,50 @@ def mask_rows(mask, lo, hi, columns, C):
 BAND_BYTES = 16 * 2**20
 
 
+#: A convolution whose bands need less scratch than this in all runs on one thread:
+#: handing its bands to a second thread would cost more than it saves.
+THREAD_BYTES = 2**20
+
+
 class Workspace:
-    """Scratch memory kept between calls, so that big arrays are not allocated anew each time.
+    """Scratch memory kept between calls, and the threads that run a convolution's bands.
 
     ``arrays(dtype, *shapes, slot="bands")`` returns uninitialised arrays of those
     shapes, carved from one flat buffer per ``slot`` that grows to the largest total
     ever asked for at once in that slot. The arrays are valid until the next call
-    for the same slot: each kernel asks once per band (slot ``"bands"``), and each
-    conv layer once per sweep for its transformed filters (slot ``"filters"``). A
-    workspace belongs to one network and one thread.
+    for the same slot: each kernel asks once per band (slot ``"bands"``, and
+    ``"bands1"``, … on the other band threads), and each conv layer once per sweep for
+    its transformed filters (slot ``"filters"``). A workspace belongs to one network
+    and is used from one thread at a time; its band threads are its own.
+
+    ``threads``: how many bands run at once (:meth:`run_bands`), each on its own core
+    with its GEMMs on one BLAS thread (:func:`~refstyle.nn.fast.threads.blas_limit`);
+    the band scratch stays within one budget, shared between them. The default is the
+    cores this process may use. An array module other than NumPy runs its kernels on its
+    device, not on the host's cores: its workspace has one thread, whatever is asked.
     """
 
     ALIGN = 64  # bytes: each array starts on a cache line
 
-    def __init__(self, xp=np):
+    def __init__(self, xp=np, threads=None):
         self.xp = xp
         self._buffers = {}
         self._constants = {}
+        self._pool = None
+        self.threads = cores() if threads is None else threads
+
+    @property
+    def threads(self):
+        return self._threads
+
+    @threads.setter
+    def threads(self, n):
+        if int(n) < 1:
+            raise ValueError(f"threads must be at least 1, not {n}")
+        self._threads = int(n) if self.xp is np else 1
+        if self._pool is not None and self._pool._max_workers != self._threads - 1:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def arrays(self, dtype, *shapes, slot="bands"):
         dtype = np.dtype(dtype)
@@ -180,9 +218,62 @@ class Workspace:
         """Free the buffers."""
         self._buffers = {}
 
+    def band_groups(self, total_rows, bytes_per_row, budget):
+        """The bands of ``total_rows`` rows, as one list of ``(r0, r1)`` per thread that runs them.
+
+        One thread (one list) when the workspace has one or the scratch is small
+        (:data:`THREAD_BYTES`); else ``g = min(threads, total_rows)`` lists of
+        contiguous bands, as many bands in each, each band within ``budget / g`` bytes.
+        """
+        groups = min(self.threads, total_rows)
+        if groups < 2 or total_rows * bytes_per_row < THREAD_BYTES:
+            rows = band_rows(total_rows, bytes_per_row, budget)
+            return [[(r0, min(total_rows, r0 + rows)) for r0 in range(0, total_rows, rows)]]
+        n = -(-total_rows // band_rows(total_rows, bytes_per_row, budget // groups))
+        n = -(-n // groups) * groups  # bands: a multiple of the groups
+        bounds = [total_rows * k // n for k in range(n + 1)]
+        bands = list(zip(bounds[:-1], bounds[1:]))
+        per = n // groups
+        return [bands[k * per : (k + 1) * per] for k in range(groups)]
+
+    def run_bands(self, total_rows, bytes_per_row, budget, body):
+        """Call ``body(r0, r1, slot)`` for each band of :meth:`band_groups`, the groups on threads at once.
+
+        Group ``k`` runs on band thread ``k`` (the caller's thread runs group 0) with
+        scratch slot ``"bands"`` or ``"bands<k>"``, its GEMMs on
+        ``threads // groups`` BLAS threads. Where the BLAS cannot be held to that
+        (:func:`~refstyle.nn.fast.threads.blas_limit`), the groups run one after the other.
+        The bands must write disjoint parts of the output.
+        """
+        groups = self.band_groups(total_rows, bytes_per_row, budget)
+
+        def run(k):
+            slot = "bands" if k == 0 else f"bands{k}"
+            for r0, r1 in groups[k]:
+                body(r0, r1, slot)
+
+        if len(groups) == 1:
+            return run(0)  # the BLAS as it is set
+        with blas_limit(max(1, self.threads // len(groups))) as held:
+            if not held:
+                for k in range(len(groups)):
+                    run(k)
+                return None
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="refstyle-band")
+            futures = [self._pool.submit(run, k) for k in range(1, len(groups))]
+            try:
+                run(0)
+            finally:
+                wait(futures)
+            for f in futures:
+                f.result()  # raises a band thread's exception here
+        return None
+
 
 def workspace_for(work, xp):
-    return Workspace(xp) if work is None else work
+    """``work``, or for a kernel called without one a workspace for this call: one thread, no pool."""
+    return Workspace(xp, threads=1) if work is None else work
 
 
 def band_rows(total_rows, bytes_per_row, budget):
