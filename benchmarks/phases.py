@@ -6,7 +6,8 @@ and splits it into phases by wrapping the functions that do each step with wall-
 timers. Each timer counts its own time only (*exclusive*: a function's time less that
 of the timed functions it calls), per thread, so that the phases add up to the
 iteration's wall time on one thread, and to more than it (thread-seconds) when bands
-run on several threads:
+run on several threads. With ``--threads N`` the band threads and NumPy's BLAS are
+both held to ``N``:
 
 - **GEMM**: the batched matrix products of the Winograd convolutions (``matmul``
   inside :func:`~refstyle.nn.fast.winograd_conv`);
@@ -61,6 +62,8 @@ TIMED = [
     ("losses", fobjective, "content_loss"),
     ("losses", fobjective, "style_loss"),
 ]
+#: A phase timed inside these ones counts as theirs (the filter transform is a GEMM too).
+INNER_PHASES = {"GEMM": ("filter transform",)}
 PHASES = ["GEMM", "input transform", "output transform", "filter transform", "masks", "conv1_1",
           "pooling", "layout", "losses", "other"]
 
@@ -76,15 +79,17 @@ class Clock:
     def wrap(self, phase, f):
         def timed(*args, **kwargs):
             stack = self.local.__dict__.setdefault("stack", [])
-            stack.append(0.0)  # time spent in timed callees
+            if stack and stack[-1][0] in INNER_PHASES.get(phase, ()):
+                return f(*args, **kwargs)  # part of the phase that called it
+            stack.append([phase, 0.0])  # time spent in timed callees
             t = time.perf_counter()
             try:
                 return f(*args, **kwargs)
             finally:
                 total = time.perf_counter() - t
-                inner = stack.pop()
+                inner = stack.pop()[1]
                 if stack:
-                    stack[-1] += total
+                    stack[-1][1] += total
                 with self.lock:
                     self.seconds[phase] += total - inner
         return timed
@@ -119,6 +124,7 @@ def profile(size, threads, repeat):
     weights = make_weights("vgg19")
     evaluate, x0 = refstyle_objective(weights, "vgg19", size, "fast")
     evaluate.net.kernel_set.threads = threads
+    fast.set_blas_threads(threads)  # the GEMMs outside the bands (losses, filter transforms) on as many
     evaluate(x0)
     walls, runs = [], []
     for _ in range(repeat):

@@ -10,6 +10,8 @@ operations). Then the whole VGG and the paper's objective with ``kernels="fast"`
 against ``kernels="reference"``. Speed is measured in ``benchmarks/``, never here.
 """
 
+import threading
+
 import numpy as np
 import pytest
 from conftest import max_rel_error
@@ -281,9 +283,6 @@ def test_bands_on_threads_compute_what_one_thread_does(monkeypatch, dtype, metho
         y, pool_cache = fc.pool_forward(F, "avg", work)
         dy = fc.pool_backward(y, pool_cache, work)
         results[threads] = (F, fc.mask_rows(cache.mask, 0, hw[0], slice(None), O), dF, dx, y, dy)
-        if threads > 1:
-            # the bands were split between threads, each with scratch of its own, on a pool of threads
-            assert work.nbytes("bands1") > 0 and (work._pool is not None or fc.blas_threads() is None)
     for threads in (2, 3):
         for a, b_ in zip(results[threads], results[1]):
             if budget == 1:  # the same bands (one row each): the same arithmetic on any thread
@@ -295,15 +294,39 @@ def test_bands_on_threads_compute_what_one_thread_does(monkeypatch, dtype, metho
         assert max_rel_error(fc.nchw(results[2][0]), F_ref) < RTOL_LAYER[np.dtype(dtype)]
 
 
-def test_band_groups_split_the_rows_evenly_within_the_budget(monkeypatch):
+def test_bands_split_the_rows_evenly_within_the_budget(monkeypatch):
     work = threaded(monkeypatch, 2)
-    groups = work.band_groups(10, 100, 250)  # 125 bytes a thread: one row per band
-    assert groups == [[(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)], [(5, 6), (6, 7), (7, 8), (8, 9), (9, 10)]]
-    assert work.band_groups(7, 100, 10**6) == [[(0, 3)], [(3, 7)]]  # one band each
-    assert fc.Workspace(np, threads=4).band_groups(3, 100, 10**6) == [[(0, 1)], [(1, 2)], [(2, 3)]]
+    assert work.bands(10, 100, 250) == ([(k, k + 1) for k in range(10)], 2)  # 125 bytes a thread: one row a band
+    assert work.bands(7, 100, 10**6) == ([(0, 3), (3, 7)], 2)  # one band each
+    assert fc.Workspace(np, threads=4).bands(3, 100, 10**6) == ([(0, 1), (1, 2), (2, 3)], 3)
+    assert fc.Workspace(np, threads=1).bands(10, 100, 250) == ([(k, k + 2) for k in range(0, 10, 2)], 1)
     monkeypatch.setattr(fc.layout, "THREAD_BYTES", 10**4)
-    assert work.band_groups(7, 100, 10**6) == [[(0, 7)]]  # too little work to share
-    assert fc.Workspace(np, threads=1).band_groups(10, 100, 250) == [[(k, k + 2) for k in range(0, 10, 2)]]
+    assert work.bands(7, 100, 10**6) == ([(0, 7)], 1)  # too little work to share
+
+
+def test_bands_run_on_threads_at_once_each_with_its_own_scratch(monkeypatch):
+    if fc.blas_threads() is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose threads can be set: the bands run on one thread")
+    work = threaded(monkeypatch, 3)
+    meeting = threading.Barrier(3, timeout=30)  # passed only if three bands run at the same time
+    seen = []
+
+    def body(r0, r1, slot):
+        seen.append((r0, r1, slot, threading.get_ident(), fc.blas_threads()))
+        if r0 < 3:
+            meeting.wait()
+
+    work.run_bands(6, 100, 300, body)
+    assert sorted(b[:2] for b in seen) == [(k, k + 1) for k in range(6)]
+    first = [b for b in seen if b[0] < 3]
+    assert len({b[2] for b in first}) == 3 and len({b[3] for b in first}) == 3  # three slots, three threads
+    assert {b[4] for b in seen} == {1}  # one BLAS thread each meanwhile
+
+    def fails(r0, r1, slot):
+        raise ArithmeticError(f"band {r0}")
+
+    with pytest.raises(ArithmeticError, match="band"):
+        work.run_bands(6, 100, 300, fails)
 
 
 def test_a_device_workspace_has_one_thread():

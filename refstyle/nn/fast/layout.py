@@ -10,6 +10,7 @@ padded band (:func:`padded_band`): the fast twin of :func:`refstyle.nn.layers.re
 """
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
@@ -218,57 +219,63 @@ class Workspace:
         """Free the buffers."""
         self._buffers = {}
 
-    def band_groups(self, total_rows, bytes_per_row, budget):
-        """The bands of ``total_rows`` rows, as one list of ``(r0, r1)`` per thread that runs them.
+    def bands(self, total_rows, bytes_per_row, budget):
+        """``(bands, g)``: the bands ``(r0, r1)`` of ``total_rows`` rows, and how many threads share them.
 
-        One thread (one list) when the workspace has one or the scratch is small
-        (:data:`THREAD_BYTES`); else ``g = min(threads, total_rows)`` lists of
-        contiguous bands, as many bands in each, each band within ``budget / g`` bytes.
+        One thread when the workspace has one or the scratch is small
+        (:data:`THREAD_BYTES`), its bands within ``budget`` bytes; else
+        ``g = min(threads, total_rows)`` threads, the bands within ``budget / g`` bytes
+        each (so that the scratch of all stays within ``budget``), as equal as the rows
+        allow and a multiple of ``g`` in number.
         """
-        groups = min(self.threads, total_rows)
-        if groups < 2 or total_rows * bytes_per_row < THREAD_BYTES:
+        g = min(self.threads, total_rows)
+        if g < 2 or total_rows * bytes_per_row < THREAD_BYTES:
             rows = band_rows(total_rows, bytes_per_row, budget)
-            return [[(r0, min(total_rows, r0 + rows)) for r0 in range(0, total_rows, rows)]]
-        n = -(-total_rows // band_rows(total_rows, bytes_per_row, budget // groups))
-        n = -(-n // groups) * groups  # bands: a multiple of the groups
+            return [(r0, min(total_rows, r0 + rows)) for r0 in range(0, total_rows, rows)], 1
+        n = -(-total_rows // band_rows(total_rows, bytes_per_row, budget // g))
+        n = -(-n // g) * g
         bounds = [total_rows * k // n for k in range(n + 1)]
-        bands = list(zip(bounds[:-1], bounds[1:]))
-        per = n // groups
-        return [bands[k * per : (k + 1) * per] for k in range(groups)]
+        return list(zip(bounds[:-1], bounds[1:])), g
 
     def run_bands(self, total_rows, bytes_per_row, budget, body):
-        """Call ``body(r0, r1, slot)`` for each band of :meth:`band_groups`, the groups on threads at once.
+        """Call ``body(r0, r1, slot)`` for each band of :meth:`bands`, on that many threads at once.
 
-        Group ``k`` runs on band thread ``k`` (the caller's thread runs group 0) with
-        scratch slot ``"bands"`` or ``"bands<k>"``, its GEMMs on
-        ``threads // groups`` BLAS threads. Where the BLAS cannot be held to that
-        (:func:`~refstyle.nn.fast.threads.blas_limit`), the groups run one after the other.
-        The bands must write disjoint parts of the output.
+        Each thread (the caller's among them) takes the next band not yet taken until
+        none is left, and uses scratch slot ``"bands"`` (the caller) or ``"bands<k>"``;
+        the GEMMs run on ``threads // g`` BLAS threads meanwhile. Where the BLAS cannot
+        be held to that (:func:`~refstyle.nn.fast.threads.blas_limit`), the bands run
+        one after the other on the caller's thread. The bands must write disjoint parts
+        of the output; which thread computes a band does not change its numbers.
         """
-        groups = self.band_groups(total_rows, bytes_per_row, budget)
-
-        def run(k):
-            slot = "bands" if k == 0 else f"bands{k}"
-            for r0, r1 in groups[k]:
-                body(r0, r1, slot)
-
-        if len(groups) == 1:
-            return run(0)  # the BLAS as it is set
-        with blas_limit(max(1, self.threads // len(groups))) as held:
+        bands, g = self.bands(total_rows, bytes_per_row, budget)
+        if g == 1:
+            for r0, r1 in bands:
+                body(r0, r1, "bands")  # the BLAS as it is set
+            return
+        with blas_limit(max(1, self.threads // g)) as held:
             if not held:
-                for k in range(len(groups)):
-                    run(k)
-                return None
+                for r0, r1 in bands:
+                    body(r0, r1, "bands")
+                return
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="refstyle-band")
-            futures = [self._pool.submit(run, k) for k in range(1, len(groups))]
+            todo, lock = iter(bands), threading.Lock()
+
+            def run(slot):
+                while True:
+                    with lock:
+                        band = next(todo, None)
+                    if band is None:
+                        return
+                    body(*band, slot)
+
+            futures = [self._pool.submit(run, f"bands{k}") for k in range(1, g)]
             try:
-                run(0)
+                run("bands")
             finally:
                 wait(futures)
             for f in futures:
                 f.result()  # raises a band thread's exception here
-        return None
 
 
 def workspace_for(work, xp):
