@@ -168,6 +168,8 @@ def winograd_conv(x, U, bias=None, relu=False, mask=None, work=None, budget=None
     row, so that the transformed tiles and products are still in cache when used.
     A bias added to the product at tile position (1, 1) reaches each of the four
     outputs of a tile exactly once (its row and column of :math:`A^\top` are [1, 1]).
+    The bands run on ``work``'s threads (:meth:`~refstyle.nn.fast.Workspace.run_bands`),
+    each with its own scratch; a tile's numbers do not depend on its band or thread.
     """
     xp = array_module(x, U)
     work = workspace_for(work, xp)
