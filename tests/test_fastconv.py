@@ -282,7 +282,8 @@ def test_bands_on_threads_compute_what_one_thread_does(monkeypatch, dtype, metho
         dx = fc.conv_relu_backward(dF, cache, work, budget)
         y, pool_cache = fc.pool_forward(F, "avg", work)
         dy = fc.pool_backward(y, pool_cache, work)
-        results[threads] = (F, fc.mask_rows(cache.mask, 0, hw[0], slice(None), O), dF, dx, y, dy)
+        added = [fc.add_nchw(dx.copy(), blob_, work) for blob_ in (fc.nchw(x), fc.nchw_view(x))]  # both memory orders
+        results[threads] = (F, fc.mask_rows(cache.mask, 0, hw[0], slice(None), O), dF, dx, y, dy, *added)
     for threads in (2, 3):
         for a, b_ in zip(results[threads], results[1]):
             if budget == 1:  # the same bands (one row each): the same arithmetic on any thread
@@ -292,6 +293,8 @@ def test_bands_on_threads_compute_what_one_thread_does(monkeypatch, dtype, metho
     if budget is None:  # and all agree with the reference kernels
         F_ref, _ = L.relu_forward(L.conv_forward(fc.nchw(x), W, b)[0])
         assert max_rel_error(fc.nchw(results[2][0]), F_ref) < RTOL_LAYER[np.dtype(dtype)]
+    for added in results[2][6:]:
+        np.testing.assert_array_equal(added, results[2][3] + x)
 
 
 def test_bands_split_the_rows_evenly_within_the_budget(monkeypatch):

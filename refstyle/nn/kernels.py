@@ -177,7 +177,7 @@ class FastKernels:
 
     def add_gradient(self, d, g):
         """``d + g`` for a Caffe blob ``g``; the gradients given are never written to."""
-        return fast.to_hwc(g) if d is None else fast.add_nchw(d, g)
+        return fast.to_hwc(g) if d is None else fast.add_nchw(d, g, self.workspace)
 
     def leave(self, d):
         return fast.nchw(d)

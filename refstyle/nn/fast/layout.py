@@ -84,19 +84,30 @@ def to_hwc(x):
     return out
 
 
-def add_nchw(h, x):
+def add_nchw(h, x, work=None):
     """``h += x`` for a channels-last ``h`` (H, W, C) and a Caffe blob ``x`` (1, C, H, W), in place.
 
     Eight channels at a time, like :func:`to_hwc`, and with no channels-last copy of
-    ``x``; one plain addition when ``x`` is already channels last in memory.
+    ``x``; one plain addition when ``x`` is already channels last in memory. In bands
+    of rows on ``work``'s threads.
     """
     xp = array_module(h)
+    H, W, C = h.shape
     if xp is not np or _channels_last(x):
-        h += hwc_view(x)
-        return h
-    for c in range(0, h.shape[2], 8):
-        target = h[:, :, c : c + 8]
-        np.add(target, x[0, c : c + 8].transpose(1, 2, 0), out=target)
+        xh = hwc_view(x)
+
+        def rows(r0, r1, slot):
+            target = h[r0:r1]
+            xp.add(target, xh[r0:r1], out=target)
+
+    else:
+
+        def rows(r0, r1, slot):
+            for c in range(0, C, 8):
+                target = h[r0:r1, :, c : c + 8]
+                np.add(target, x[0, c : c + 8, r0:r1].transpose(1, 2, 0), out=target)
+
+    workspace_for(work, xp).run_bands(H, 2 * h[0].nbytes, BAND_BYTES, rows)
     return h
 
 
