@@ -9,6 +9,7 @@ packed bits (:func:`relu_mask`) and applied while the gradient is copied into th
 padded band (:func:`padded_band`): the fast twin of :func:`refstyle.nn.layers.relu_backward`.
 """
 
+import contextlib
 import math
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -229,6 +230,15 @@ class Workspace:
     def clear(self):
         """Free the buffers."""
         self._buffers = {}
+
+    def one_blas_thread(self):
+        """A context in which NumPy's BLAS runs on one thread, when this workspace runs bands on several.
+
+        For a whole layer, its filter transform included: a product on two BLAS threads
+        just before the bands would leave OpenBLAS's idle thread spinning (about 0.1 s)
+        on a core the band threads need.
+        """
+        return blas_limit(1) if self.threads > 1 else contextlib.nullcontext(False)
 
     def bands(self, total_rows, bytes_per_row, budget):
         """``(bands, g)``: the bands ``(r0, r1)`` of ``total_rows`` rows, and how many threads share them.
