@@ -195,7 +195,7 @@ class Workspace:
         if int(n) < 1:
             raise ValueError(f"threads must be at least 1, not {n}")
         self._threads = int(n) if self.xp is np else 1
-        if self._pool is not None and self._pool._max_workers != self._threads - 1:
+        if self._pool is not None:  # made again, of the new size, when next needed
             self._pool.shutdown(wait=True)
             self._pool = None
 
