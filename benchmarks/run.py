@@ -32,6 +32,12 @@ Usage::
 
     python benchmarks/run.py --sizes 128,256 --arch vgg19 --repeat 5 -o benchmarks/results-<machine>.json
     python benchmarks/run.py --table benchmarks/results-<machine>.json      # the README table again
+    python benchmarks/run.py --sizes 256,512 --arch vgg19 --threads 1,2 --lbfgs 0   # the share of the threads
+
+With ``--threads 1,2`` each configuration is timed once per thread count, with
+refstyle's band threads (:class:`refstyle.nn.fast.Workspace`), NumPy's BLAS and
+PyTorch's intra-op threads all held to that many; without it each runs with its
+default (the cores).
 """
 
 import argparse
@@ -51,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 import refstyle  # noqa: E402
 from refstyle.nn.arch import ARCHS, VGG_WIDTHS, is_conv  # noqa: E402
+from refstyle.nn.fast import blas_threads, set_blas_threads  # noqa: E402
 from refstyle.nn.kernels import KERNELS  # noqa: E402
 from refstyle.paper.conventions import get_convention  # noqa: E402
 
@@ -92,6 +99,7 @@ def machine_info(torch):
         "numpy": np.__version__,
         "blas": blas,
         "threads_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+        "blas_threads": blas_threads(),
     }
     if torch is not None:
         info["torch"] = torch.__version__
@@ -267,6 +275,7 @@ def memory_worker(spec):
     base = _status_kb("VmRSS")
     weights = make_weights(spec["arch"], spec.get("weights"))
     evaluate, x0 = build(spec["impl"], weights, spec["arch"], spec["size"], torch)
+    limit_threads(spec.get("threads"), torch, {spec["impl"]: (evaluate, x0)})
     evaluate(x0)
     before = _status_kb("VmRSS")
     try:
@@ -312,10 +321,25 @@ def rel_diff(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
-def run_config(arch, size, impls, args, torch, peak):
+def limit_threads(threads, torch, built):
+    """Hold every implementation to ``threads`` threads: NumPy's BLAS, refstyle's band threads, PyTorch's."""
+    if threads is None:
+        return
+    if not set_blas_threads(threads):
+        print(f"NumPy's BLAS threads cannot be set here: --threads {threads} limits only the band threads", file=sys.stderr)
+    if torch is not None:
+        torch.set_num_threads(threads)
+    for evaluate, _ in built.values():
+        kernels = getattr(getattr(evaluate, "net", None), "kernel_set", None)
+        if hasattr(kernels, "threads"):
+            kernels.threads = threads
+
+
+def run_config(arch, size, impls, args, torch, peak, threads=None):
     weights = make_weights(arch, args.weights)
     flops = nominal_flops(weights, arch, size)
     built = {impl: build(impl, weights, arch, size, torch) for impl in impls}
+    limit_threads(threads, torch, built)
     first = {}
     for impl, (evaluate, x0) in built.items():  # warm-up, and the check that all compute one objective
         first[impl] = evaluate(x0)
@@ -329,7 +353,7 @@ def run_config(arch, size, impls, args, torch, peak):
     ref_impl = impls[0]
     for impl in impls:
         s = summary(times[impl])
-        row = {"arch": arch, "size": size, "impl": impl, "seconds": s, "nominal_gflop": flops / 1e9,
+        row = {"arch": arch, "size": size, "impl": impl, "threads": threads, "seconds": s, "nominal_gflop": flops / 1e9,
                "gflops": flops / s["median"] / 1e9, "peak_fraction": flops / s["median"] / 1e9 / peak}
         if impl != ref_impl:
             row["loss_rel_diff_to_" + ref_impl] = abs(first[impl][0] - first[ref_impl][0]) / abs(first[ref_impl][0])
@@ -352,13 +376,14 @@ def run_config(arch, size, impls, args, torch, peak):
     del built
     if args.memory:
         for row in rows:
-            row["memory"] = measure_memory({"impl": row["impl"], "arch": arch, "size": size, "weights": args.weights})
+            row["memory"] = measure_memory({"impl": row["impl"], "arch": arch, "size": size, "weights": args.weights,
+                                            "threads": threads})
     return rows
 
 
 def fmt_row(r):
     s = r["seconds"]
-    parts = [f"{r['arch']:>5} {r['size']:>5} {r['impl']:>9}",
+    parts = [f"{r['arch']:>5} {r['size']:>5} {r['impl']:>9}" + (f" {r['threads']}T" if r.get("threads") else ""),
              f"{s['median']:8.3f} s [{s['min']:.3f}..{s['max']:.3f}]",
              f"ratio {r['ratio_to_torch']:5.2f}" if "ratio_to_torch" in r else " " * 11,
              f"{r['gflops']:6.1f} GFLOP/s ({100 * r['peak_fraction']:4.0f}% of peak)"]
@@ -372,17 +397,19 @@ def fmt_row(r):
 
 
 def markdown(results):
+    threads = any(r.get("threads") for r in results["results"])
     lines = [
-        "| arch | size | impl | s/iter median [min–max] | ratio to torch | GFLOP/s (nominal) | % of matmul peak "
-        "| L-BFGS s/iter (ratio) | optimiser share | peak memory MB (iteration) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| arch | size | impl | " + ("threads | " if threads else "") + "s/iter median [min–max] | ratio to torch "
+        "| GFLOP/s (nominal) | % of matmul peak | L-BFGS s/iter (ratio) | optimiser share | peak memory MB (iteration) |",
+        "|---|---|---|" + ("---|" if threads else "") + "---|---|---|---|---|---|---|",
     ]
     for r in results["results"]:
         s = r["seconds"]
         lb = r.get("lbfgs")
         m = r.get("memory", {})
         lines.append(
-            f"| {r['arch']} | {r['size']} | {r['impl']} | {s['median']:.3f} [{s['min']:.3f}–{s['max']:.3f}] | "
+            f"| {r['arch']} | {r['size']} | {r['impl']} | " + (f"{r.get('threads') or '–'} | " if threads else "")
+            + f"{s['median']:.3f} [{s['min']:.3f}–{s['max']:.3f}] | "
             + (f"{r['ratio_to_torch']:.2f}" if "ratio_to_torch" in r else "–")
             + f" | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | "
             + (f"{lb['seconds_per_iteration']:.3f}" + (f" ({lb['ratio_to_torch']:.2f})" if "ratio_to_torch" in lb else "") if lb else "–")
@@ -402,6 +429,8 @@ def parse_args(argv):
     ap.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory subprocesses")
     ap.add_argument("--no-torch", dest="torch", action="store_false", help="do not compare with PyTorch")
     ap.add_argument("--weights", help="a weight file (default: random weights of the real widths)")
+    ap.add_argument("--threads", help="thread counts to time, comma-separated (e.g. 1,2): refstyle's band threads, "
+                    "NumPy's BLAS and PyTorch each held to that many (default: each its own default, the cores)")
     ap.add_argument("--peak-sizes", default="1024,2048,4096", help="square matmul sizes for the peak (default 1024,2048,4096)")
     ap.add_argument("-o", "--output", help="write the results as JSON here")
     ap.add_argument("--update", action="store_true",
@@ -440,17 +469,20 @@ def main(argv=None):
     print(f"{m['cpu']}, {m['cores']} cores; numpy {m['numpy']} ({m['blas'].get('name', '?')} {m['blas'].get('version', '')}); "
           + (f"torch {m['torch']} ({m['torch_threads']} threads); " if torch is not None else "")
           + f"float32 matmul peak {peak:.1f} GFLOP/s")
+    thread_counts = [int(n) for n in args.threads.split(",")] if args.threads else [None]
+    key = lambda r: (r["arch"], r["size"], r.get("threads") or 0)  # noqa: E731
     for arch in [a.strip() for a in args.arch.split(",")]:
         for size in [int(s) for s in args.sizes.split(",")]:
-            rows = run_config(arch, size, impls, args, torch, peak)
-            for row in rows:
-                print(fmt_row(row), flush=True)
-            results["results"] += rows
-            if args.output:
-                done = {(r["arch"], r["size"], r["impl"]) for r in results["results"]}
-                merged = [r for r in kept if (r["arch"], r["size"], r["impl"]) not in done] + results["results"]
-                merged.sort(key=lambda r: (r["arch"], r["size"], impls.index(r["impl"]) if r["impl"] in impls else -1))
-                Path(args.output).write_text(json.dumps({**results, "results": merged}, indent=1) + "\n")
+            for threads in thread_counts:
+                rows = run_config(arch, size, impls, args, torch, peak, threads)
+                for row in rows:
+                    print(fmt_row(row), flush=True)
+                results["results"] += rows
+                if args.output:
+                    done = {key(r) + (r["impl"],) for r in results["results"]}
+                    merged = [r for r in kept if key(r) + (r["impl"],) not in done] + results["results"]
+                    merged.sort(key=lambda r: key(r) + (impls.index(r["impl"]) if r["impl"] in impls else -1,))
+                    Path(args.output).write_text(json.dumps({**results, "results": merged}, indent=1) + "\n")
     print()
     print(markdown(json.loads(Path(args.output).read_text()) if args.output else results))
     return 0

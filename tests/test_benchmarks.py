@@ -36,13 +36,15 @@ def run_script(tmp_path, name, *args):
 
 def test_run_py_times_one_objective_in_refstyle_and_torch(tmp_path):
     r = run_script(tmp_path, "run.py", "--sizes", "32", "--arch", "vgg16", "--repeat", "1", "--lbfgs", "2",
-                   "--peak-sizes", "256")
-    rows = {row["impl"]: row for row in r["results"]}
-    assert set(rows) == {"fast", "torch"}
-    assert rows["torch"]["loss_rel_diff_to_fast"] < 1e-5
-    assert rows["torch"]["grad_rel_diff_to_fast"] < 1e-2  # 2-norm; a ReLU mask may flip in float32
-    for row in rows.values():
-        assert row["lbfgs"]["iterations"] == 2 and row["memory"]["config_mb"] > 0
+                   "--peak-sizes", "256", "--threads", "1,2")
+    assert sorted((row["threads"], row["impl"]) for row in r["results"]) == [
+        (1, "fast"), (1, "torch"), (2, "fast"), (2, "torch")]
+    for threads in (1, 2):
+        rows = {row["impl"]: row for row in r["results"] if row["threads"] == threads}
+        assert rows["torch"]["loss_rel_diff_to_fast"] < 1e-5
+        assert rows["torch"]["grad_rel_diff_to_fast"] < 1e-2  # 2-norm; a ReLU mask may flip in float32
+        for row in rows.values():
+            assert row["lbfgs"]["iterations"] == 2 and row["memory"]["config_mb"] > 0
 
 
 def test_gpu_py_on_the_cpu(tmp_path):

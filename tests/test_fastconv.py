@@ -10,6 +10,8 @@ operations). Then the whole VGG and the paper's objective with ``kernels="fast"`
 against ``kernels="reference"``. Speed is measured in ``benchmarks/``, never here.
 """
 
+import threading
+
 import numpy as np
 import pytest
 from conftest import max_rel_error
@@ -254,6 +256,120 @@ def test_relu_masks_round_trip(xp, C):
     mask = fc.relu_mask(F)
     for lo, hi, columns in [(0, 5, slice(None)), (1, 3, slice(1, None, 2)), (4, 5, slice(0, None, 2))]:
         np.testing.assert_array_equal(to_numpy(fc.mask_rows(mask, lo, hi, columns, C)), to_numpy(F[lo:hi, columns] > 0))
+
+
+# --- bands on several threads ----------------------------------------------------
+
+
+def threaded(monkeypatch, threads):
+    """A NumPy workspace with ``threads`` band threads, threading even the small layers of these tests."""
+    monkeypatch.setattr(fc.layout, "THREAD_BYTES", 0)
+    return fc.Workspace(np, threads=threads)
+
+
+@pytest.mark.parametrize("method", fc.METHODS)
+@pytest.mark.parametrize("C, O", [(3, 8), (20, 24)])
+@pytest.mark.parametrize("hw, budget", [((13, 11), 1), ((9, 10), 20000), ((12, 7), None)])
+def test_bands_on_threads_compute_what_one_thread_does(monkeypatch, dtype, method, C, O, hw, budget):
+    x = blob(np, dtype, hw + (C,))
+    W, b = conv_weights(np, dtype, C, O)
+    plan = fc.conv_plan(W, b, method)
+    results = {}
+    for threads in (1, 2, 3):
+        work = threaded(monkeypatch, threads)
+        F, cache = fc.conv_relu_forward(x, plan, work, budget)
+        dF = np.asarray(rng.standard_normal(F.shape) if threads == 1 else results[1][2], dtype=dtype)
+        dx = fc.conv_relu_backward(dF, cache, work, budget)
+        y, pool_cache = fc.pool_forward(F, "avg", work)
+        dy = fc.pool_backward(y, pool_cache, work)
+        added = [fc.add_nchw(dx.copy(), blob_, work) for blob_ in (fc.nchw(x), fc.nchw_view(x))]  # both memory orders
+        results[threads] = (F, fc.mask_rows(cache.mask, 0, hw[0], slice(None), O), dF, dx, y, dy, *added)
+    for threads in (2, 3):
+        for a, b_ in zip(results[threads], results[1]):
+            if budget == 1:  # the same bands (one row each): the same arithmetic on any thread
+                np.testing.assert_array_equal(a, b_)
+            else:  # bands split anew for the threads: the same sums, perhaps added in another order
+                assert max_rel_error(a, b_) <= RTOL_LAYER[np.dtype(dtype)]
+    if budget is None:  # and all agree with the reference kernels
+        F_ref, _ = L.relu_forward(L.conv_forward(fc.nchw(x), W, b)[0])
+        assert max_rel_error(fc.nchw(results[2][0]), F_ref) < RTOL_LAYER[np.dtype(dtype)]
+    for added in results[2][6:]:
+        np.testing.assert_array_equal(added, results[2][3] + x)
+
+
+def test_bands_split_the_rows_evenly_within_the_budget(monkeypatch):
+    work = threaded(monkeypatch, 2)
+    assert work.bands(10, 100, 250) == ([(k, k + 1) for k in range(10)], 2)  # 125 bytes a thread: one row a band
+    assert work.bands(7, 100, 10**6) == ([(0, 3), (3, 7)], 2)  # one band each
+    assert fc.Workspace(np, threads=4).bands(3, 100, 10**6) == ([(0, 1), (1, 2), (2, 3)], 3)
+    assert fc.Workspace(np, threads=1).bands(10, 100, 250) == ([(k, k + 2) for k in range(0, 10, 2)], 1)
+    monkeypatch.setattr(fc.layout, "THREAD_BYTES", 10**4)
+    assert work.bands(7, 100, 10**6) == ([(0, 7)], 1)  # too little work to share
+
+
+def test_bands_run_on_threads_at_once_each_with_its_own_scratch(monkeypatch):
+    if fc.blas_threads() is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose threads can be set: the bands run on one thread")
+    work = threaded(monkeypatch, 3)
+    meeting = threading.Barrier(3, timeout=30)  # passed only if three bands run at the same time
+    seen = []
+
+    def body(r0, r1, slot):
+        seen.append((r0, r1, slot, threading.get_ident(), fc.blas_threads()))
+        if r0 < 3:
+            meeting.wait()
+
+    work.run_bands(6, 100, 300, body)
+    assert sorted(b[:2] for b in seen) == [(k, k + 1) for k in range(6)]
+    first = [b for b in seen if b[0] < 3]
+    assert len({b[2] for b in first}) == 3 and len({b[3] for b in first}) == 3  # three slots, three threads
+    assert {b[4] for b in seen} == {1}  # one BLAS thread each meanwhile
+
+    def fails(r0, r1, slot):
+        raise ArithmeticError(f"band {r0}")
+
+    with pytest.raises(ArithmeticError, match="band"):
+        work.run_bands(6, 100, 300, fails)
+
+
+def test_a_device_workspace_has_one_thread():
+    import cupy_emulation
+
+    assert fc.Workspace(cupy_emulation, threads=4).threads == 1
+    assert fc.Workspace(np, threads=4).threads == 4
+    with pytest.raises(ValueError, match="at least 1"):
+        fc.Workspace(np, threads=0)
+
+
+def test_the_blas_is_held_to_one_thread_per_band_and_given_back():
+    before = fc.blas_threads()
+    if before is None:
+        pytest.skip("NumPy's BLAS here is not an OpenBLAS whose threads can be set")
+    with fc.blas_limit(1) as held:
+        assert held and fc.blas_threads() == 1
+        with fc.blas_limit(1):
+            pass
+        assert fc.blas_threads() == 1  # an inner holder leaves it held
+    assert fc.blas_threads() == before
+
+
+def test_the_network_on_two_threads_computes_what_it_does_on_one(monkeypatch):
+    monkeypatch.setattr(fc.layout, "THREAD_BYTES", 0)
+    weights = refstyle.generate_weights("vgg19", widths=WIDTHS, depth="conv5_1", seed=3, dtype="float32")
+    x = refstyle.preprocess(rng.uniform(0, 255, (37, 30, 3)))
+    net = refstyle.VGG(weights, arch="vgg19", dtype="float32", kernels="fast")
+    layers = ["conv1_1", "conv2_1", "conv3_1", "conv4_2", "conv5_1"]
+    out = {}
+    for threads in (1, 2):
+        net.kernel_set.threads = threads
+        assert net.kernel_set.threads == threads
+        F, cache = net.forward(x, layers)
+        dF = {n: np.ones(F[n].shape, np.float32) for n in layers}
+        out[threads] = ({n: np.array(F[n]) for n in layers}, net.backward(dF, cache))
+    for n in layers:  # bands split anew for two threads: the same sums, perhaps in another order
+        assert max_rel_error(out[2][0][n], out[1][0][n]) < RTOL_NET[np.dtype("float32")]
+    assert max_rel_error(out[2][1], out[1][1]) < RTOL_NET[np.dtype("float32")]
+    assert not np.array_equal(out[2][1], 0 * out[1][1])
 
 
 # --- the whole network and the objective ------------------------------------------

@@ -120,11 +120,21 @@ class FastKernels:
     :class:`~refstyle.nn.fast.Workspace` holds the scratch memory between calls.
     """
 
-    def __init__(self, params, xp, method="winograd"):
+    def __init__(self, params, xp, method="winograd", threads=None):
         self.name = "fast" if method == "winograd" else "im2col"
         self.params, self.xp = params, xp
         self.plans = {name: fast.conv_plan(W, b, method) for name, (W, b) in params.items()}
-        self.workspace = fast.Workspace(xp)
+        self.workspace = fast.Workspace(xp, threads)
+
+    @property
+    def threads(self):
+        """How many bands of a layer run at once, on as many cores (:class:`~refstyle.nn.fast.Workspace`):
+        by default the cores this process may use; always 1 on a GPU."""
+        return self.workspace.threads
+
+    @threads.setter
+    def threads(self, n):
+        self.workspace.threads = n
 
     def enter(self, x):
         return fast.hwc_view(x)
@@ -151,11 +161,11 @@ class FastKernels:
         H, W = L.floor_crop(h.shape[:2])  # channels last: (H, W, C)
         if rounding == "floor" and (H, W) != tuple(h.shape[:2]):
             full, h = tuple(h.shape), h[:H, :W]
-        y, cache = fast.pool_forward(h, mode)
+        y, cache = fast.pool_forward(h, mode, self.workspace)
         return y, PoolStep(cache, full)
 
     def pool_backward(self, d, step):
-        dx = fast.pool_backward(d, step.cache)
+        dx = fast.pool_backward(d, step.cache, self.workspace)
         if step.full_shape is None:
             return dx
         out = self.xp.zeros(step.full_shape, dtype=dx.dtype)  # the rows floor rounding left out get no gradient
@@ -167,7 +177,7 @@ class FastKernels:
 
     def add_gradient(self, d, g):
         """``d + g`` for a Caffe blob ``g``; the gradients given are never written to."""
-        return fast.to_hwc(g) if d is None else fast.add_nchw(d, g)
+        return fast.to_hwc(g) if d is None else fast.add_nchw(d, g, self.workspace)
 
     def leave(self, d):
         return fast.nchw(d)

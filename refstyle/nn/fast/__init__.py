@@ -39,6 +39,14 @@ What makes them fast (each measured on a 2-core CPU, ``benchmarks/README.md``):
   :class:`Workspace` buffer kept between calls; the band's columns are stored
   even ones first, so that every transform step reads contiguous runs. Memory
   beyond a layer's input and output does not grow with the image.
+- **Bands on every core** (:mod:`.threads`): the bands are independent, and NumPy
+  releases the GIL in its ufuncs and matrix products, so the workspace runs them on
+  ``threads`` Python threads at once (by default the cores this process may use), each
+  band's transforms and GEMMs on one core: OpenBLAS is held to one thread per band
+  while they run, and given its setting back after. The element-wise transforms, which
+  a BLAS never threads, so run on all cores too; the pooling, the ReLU masks and
+  ``conv1_1`` are banded the same way. A band computes the same numbers on any thread;
+  with a device's array module (CuPy) the workspace has one thread.
 - **Channel planes for the first layer** (:func:`planes_conv`): with ``C = 3``
   input channels Winograd gains nothing, so ``conv1_1`` is one im2col GEMM
   (``K = 27``) over shifted channel planes, and its input gradient a GEMM followed
@@ -71,6 +79,7 @@ from .conv import (
 from .im2col import im2col_conv, im2col_filters, planes_conv, planes_conv_backward
 from .layout import (
     BAND_BYTES,
+    THREAD_BYTES,
     Workspace,
     add_nchw,
     band_rows,
@@ -84,6 +93,7 @@ from .layout import (
     to_hwc,
 )
 from .pool import PoolCache, pool_backward, pool_forward
+from .threads import blas_limit, blas_threads, cores, set_blas_threads
 from .winograd import (
     BACKWARD_TILE,
     WINOGRAD_AT,

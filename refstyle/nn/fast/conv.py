@@ -93,8 +93,9 @@ def conv_relu_forward(x, plan, work=None, budget=None):
     """
     conv = {"winograd": winograd_conv, "im2col": im2col_conv, "planes": planes_conv}[plan.method]
     work = workspace_for(work, array_module(x))
-    F = conv(x, _filters(plan, work), plan.b, relu=True, work=work, budget=budget)
-    return F, ConvReluCache(plan, relu_mask(F))
+    with work.one_blas_thread():
+        F = conv(x, _filters(plan, work), plan.b, relu=True, work=work, budget=budget)
+        return F, ConvReluCache(plan, relu_mask(F, work))
 
 
 def conv_relu_forward_with_z(x, plan, work=None, budget=None):
@@ -106,9 +107,10 @@ def conv_relu_forward_with_z(x, plan, work=None, budget=None):
     conv = {"winograd": winograd_conv, "im2col": im2col_conv, "planes": planes_conv}[plan.method]
     xp = array_module(x)
     work = workspace_for(work, xp)
-    z = conv(x, _filters(plan, work), plan.b, relu=False, work=work, budget=budget)
-    F = xp.maximum(z, 0)
-    return F, z, ConvReluCache(plan, relu_mask(F))
+    with work.one_blas_thread():
+        z = conv(x, _filters(plan, work), plan.b, relu=False, work=work, budget=budget)
+        F = xp.maximum(z, 0)
+        return F, z, ConvReluCache(plan, relu_mask(F, work))
 
 
 def conv_relu_backward(dF, cache, work=None, budget=None, dz=None):
@@ -125,8 +127,9 @@ def conv_relu_backward(dF, cache, work=None, budget=None, dz=None):
     if dz is not None:  # the ReLU's backward as a step of its own, then the tapped gradient added
         d = dz if dF is None else dF * mask_rows(mask, 0, dF.shape[0], slice(None), dF.shape[2]) + dz
         dF, mask = d, None
-    if plan.method == "planes":
-        return planes_conv_backward(dF, plan.K, mask=mask, work=work, budget=budget)
-    conv = winograd_conv if plan.method == "winograd" else im2col_conv
     work = workspace_for(work, array_module(dF))
-    return conv(dF, _filters(plan, work, backward=True), mask=mask, work=work, budget=budget)
+    with work.one_blas_thread():
+        if plan.method == "planes":
+            return planes_conv_backward(dF, plan.K, mask=mask, work=work, budget=budget)
+        conv = winograd_conv if plan.method == "winograd" else im2col_conv
+        return conv(dF, _filters(plan, work, backward=True), mask=mask, work=work, budget=budget)

@@ -9,7 +9,7 @@ neither Winograd nor a channels-last gather would pay.
 import numpy as np
 
 from ...backend import array_module
-from .layout import BAND_BYTES, band_rows, band_shape, padded_band, workspace_for, mask_rows
+from .layout import BAND_BYTES, band_shape, padded_band, workspace_for, mask_rows
 
 # ---------------------------------------------------------------------------
 # im2col: channels last, and over channel planes for the first layer
@@ -42,10 +42,9 @@ def im2col_conv(x, Wmat, bias=None, relu=False, mask=None, work=None, budget=Non
     O = Wmat.shape[1]
     y = xp.empty((H, Wd, O), dtype=x.dtype)
     itemsize = np.dtype(x.dtype).itemsize
-    rows = band_rows(H, itemsize * Wd * (9 * C + 3 * C), budget)
-    for r0 in range(0, H, rows):
-        r1 = min(H, r0 + rows)
-        band, cols = work.arrays(x.dtype, band_shape(x, r0, r1), (r1 - r0, Wd, 3, 3, C))
+
+    def pixel_rows(r0, r1, slot):
+        band, cols = work.arrays(x.dtype, band_shape(x, r0, r1), (r1 - r0, Wd, 3, 3, C), slot=slot)
         padded_band(band, x, r0, r1, mask)
         for u in range(3):
             for v in range(3):
@@ -56,6 +55,8 @@ def im2col_conv(x, Wmat, bias=None, relu=False, mask=None, work=None, budget=Non
             xp.add(out, bias, out=out)
         if relu:
             xp.maximum(out, 0, out=out)
+
+    work.run_bands(H, itemsize * Wd * (9 * C + 3 * C), budget, pixel_rows)
     return y
 
 
@@ -76,11 +77,10 @@ def planes_conv(x, Wp, bias=None, relu=False, work=None, budget=None):
     planes = x.transpose(2, 0, 1)
     y = xp.empty((H, Wd, O), dtype=x.dtype)
     itemsize = np.dtype(x.dtype).itemsize
-    rows = band_rows(H, itemsize * (Wd + 2) * 11 * C, budget)
-    for r0 in range(0, H, rows):
-        r1 = min(H, r0 + rows)
+
+    def pixel_rows(r0, r1, slot):
         n = (r1 - r0) * Wd
-        band, cols = work.arrays(x.dtype, (C, r1 - r0 + 2, Wd + 2), (C, 3, 3, r1 - r0, Wd))
+        band, cols = work.arrays(x.dtype, (C, r1 - r0 + 2, Wd + 2), (C, 3, 3, r1 - r0, Wd), slot=slot)
         lo, hi = max(r0 - 1, 0), min(r1 + 1, H)
         top, bottom = lo - (r0 - 1), (r1 + 1) - hi
         band[:, :top] = 0
@@ -97,6 +97,8 @@ def planes_conv(x, Wp, bias=None, relu=False, work=None, budget=None):
             xp.add(out, bias, out=out)
         if relu:
             xp.maximum(out, 0, out=out)
+
+    work.run_bands(H, itemsize * (Wd + 2) * 11 * C, budget, pixel_rows)
     return y
 
 
@@ -109,7 +111,10 @@ def planes_conv_backward(dy, Wp, mask=None, work=None, budget=None):
     The inner sum is one GEMM, ``dcolsᵀ = Wpᵀ · dyᵀ`` (9·C × positions); the outer one
     adds each of the nine ``(u, v)`` planes of ``dcolsᵀ`` into the gradient shifted by
     ``(1-u, 1-v)`` — nine shifted adds over C planes. ``mask`` multiplies ``dy`` first
-    (the ReLU backward). Returns an ``(H, W, C)`` view of a new ``(C, H, W)`` array.
+    (the ReLU backward). Bands of rows run on ``work``'s threads; the two padded rows
+    that a band shares with the band above it are added into a halo of its own and then
+    into the gradient once all bands are done. Returns an ``(H, W, C)`` view of a new
+    ``(C, H, W)`` array.
     """
     xp = array_module(dy, Wp)
     work = workspace_for(work, xp)
@@ -118,18 +123,31 @@ def planes_conv_backward(dy, Wp, mask=None, work=None, budget=None):
     C = Wp.shape[1] // 9
     dxpad = xp.zeros((C, H + 2, Wd + 2), dtype=dy.dtype)
     itemsize = np.dtype(dy.dtype).itemsize
-    rows = band_rows(H, itemsize * Wd * (9 * C + O), budget)
-    for r0 in range(0, H, rows):
-        r1 = min(H, r0 + rows)
+    halos = {}  # r0: what the band from row r0 adds to padded rows r0, r0 + 1, which the band above adds to too
+
+    def pixel_rows(r0, r1, slot):
         n = (r1 - r0) * Wd
-        d, dcols = work.arrays(dy.dtype, (r1 - r0, Wd, O), (C, 3, 3, r1 - r0, Wd))
+        d, dcols = work.arrays(dy.dtype, (r1 - r0, Wd, O), (C, 3, 3, r1 - r0, Wd), slot=slot)
         if mask is None:
             xp.copyto(d, dy[r0:r1])
         else:
             xp.multiply(dy[r0:r1], mask_rows(mask, r0, r1, slice(None), O), out=d)
         xp.matmul(Wp.T, d.reshape(n, O).T, out=dcols.reshape(9 * C, n))
+        halo = xp.zeros((C, 2, Wd + 2), dtype=dy.dtype) if r0 > 0 else None
         for u in range(3):
+            k = 0 if halo is None else min(2 - u, r1 - r0) if u < 2 else 0  # rows of dcols that land on the halo
             for v in range(3):
-                target = dxpad[:, r0 + u : r1 + u, v : v + Wd]
-                xp.add(target, dcols[:, u, v], out=target)
+                src = dcols[:, u, v]  # lands on padded rows r0 + u … r1 + u - 1
+                if k:
+                    part = halo[:, u : u + k, v : v + Wd]
+                    xp.add(part, src[:, :k], out=part)
+                target = dxpad[:, r0 + u + k : r1 + u, v : v + Wd]
+                xp.add(target, src[:, k:], out=target)
+        if halo is not None:
+            halos[r0] = halo
+
+    work.run_bands(H, itemsize * Wd * (9 * C + O), budget, pixel_rows)
+    for r0, halo in halos.items():  # after every band: the rows two bands share, added one band at a time
+        target = dxpad[:, r0 : r0 + 2]
+        xp.add(target, halo, out=target)
     return dxpad[:, 1:-1, 1:-1].transpose(1, 2, 0)

@@ -9,11 +9,15 @@ packed bits (:func:`relu_mask`) and applied while the gradient is copied into th
 padded band (:func:`padded_band`): the fast twin of :func:`refstyle.nn.layers.relu_backward`.
 """
 
+import contextlib
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
 from ...backend import array_module
+from .threads import blas_limit, cores
 
 # ---------------------------------------------------------------------------
 # Layout
@@ -81,19 +85,30 @@ def to_hwc(x):
     return out
 
 
-def add_nchw(h, x):
+def add_nchw(h, x, work=None):
     """``h += x`` for a channels-last ``h`` (H, W, C) and a Caffe blob ``x`` (1, C, H, W), in place.
 
     Eight channels at a time, like :func:`to_hwc`, and with no channels-last copy of
-    ``x``; one plain addition when ``x`` is already channels last in memory.
+    ``x``; one plain addition when ``x`` is already channels last in memory. In bands
+    of rows on ``work``'s threads.
     """
     xp = array_module(h)
+    H, W, C = h.shape
     if xp is not np or _channels_last(x):
-        h += hwc_view(x)
-        return h
-    for c in range(0, h.shape[2], 8):
-        target = h[:, :, c : c + 8]
-        np.add(target, x[0, c : c + 8].transpose(1, 2, 0), out=target)
+        xh = hwc_view(x)
+
+        def rows(r0, r1, slot):
+            target = h[r0:r1]
+            xp.add(target, xh[r0:r1], out=target)
+
+    else:
+
+        def rows(r0, r1, slot):
+            for c in range(0, C, 8):
+                target = h[r0:r1, :, c : c + 8]
+                np.add(target, x[0, c : c + 8, r0:r1].transpose(1, 2, 0), out=target)
+
+    workspace_for(work, xp).run_bands(H, 2 * h[0].nbytes, BAND_BYTES, rows)
     return h
 
 
@@ -102,14 +117,23 @@ def add_nchw(h, x):
 # ---------------------------------------------------------------------------
 
 
-def relu_mask(F):
+def relu_mask(F, work=None):
     """Where the ReLU passes the gradient, :math:`F > 0`, for an ``(H, W, C)`` response.
 
     With NumPy it is kept packed, 8 channels to a byte (``(H, W, ⌈C/8⌉)`` uint8, a
-    32nd of the response's memory); with CuPy as a bool array.
+    32nd of the response's memory), computed in bands of rows on ``work``'s threads;
+    with CuPy as a bool array.
     """
-    m = F > 0
-    return np.packbits(m, axis=-1) if array_module(F) is np else m
+    if array_module(F) is not np:
+        return F > 0
+    H, W, C = F.shape
+    mask = np.empty((H, W, -(-C // 8)), dtype=np.uint8)
+
+    def rows(r0, r1, slot):
+        mask[r0:r1] = np.packbits(F[r0:r1] > 0, axis=-1)
+
+    workspace_for(work, np).run_bands(H, W * C, BAND_BYTES, rows)
+    return mask
 
 
 def mask_rows(mask, lo, hi, columns, C):
@@ -130,23 +154,50 @@ def mask_rows(mask, lo, hi, columns, C):
 BAND_BYTES = 16 * 2**20
 
 
+#: A convolution whose bands need less scratch than this in all runs on one thread:
+#: handing its bands to a second thread would cost more than it saves.
+THREAD_BYTES = 2**20
+
+
 class Workspace:
-    """Scratch memory kept between calls, so that big arrays are not allocated anew each time.
+    """Scratch memory kept between calls, and the threads that run a convolution's bands.
 
     ``arrays(dtype, *shapes, slot="bands")`` returns uninitialised arrays of those
     shapes, carved from one flat buffer per ``slot`` that grows to the largest total
     ever asked for at once in that slot. The arrays are valid until the next call
-    for the same slot: each kernel asks once per band (slot ``"bands"``), and each
-    conv layer once per sweep for its transformed filters (slot ``"filters"``). A
-    workspace belongs to one network and one thread.
+    for the same slot: each kernel asks once per band (slot ``"bands"``, and
+    ``"bands1"``, … on the other band threads), and each conv layer once per sweep for
+    its transformed filters (slot ``"filters"``). A workspace belongs to one network
+    and is used from one thread at a time; its band threads are its own.
+
+    ``threads``: how many bands run at once (:meth:`run_bands`), each on its own core
+    with its GEMMs on one BLAS thread (:func:`~refstyle.nn.fast.threads.blas_limit`);
+    the band scratch stays within one budget, shared between them. The default is the
+    cores this process may use. An array module other than NumPy runs its kernels on its
+    device, not on the host's cores: its workspace has one thread, whatever is asked.
     """
 
     ALIGN = 64  # bytes: each array starts on a cache line
 
-    def __init__(self, xp=np):
+    def __init__(self, xp=np, threads=None):
         self.xp = xp
         self._buffers = {}
         self._constants = {}
+        self._pool = None
+        self.threads = cores() if threads is None else threads
+
+    @property
+    def threads(self):
+        return self._threads
+
+    @threads.setter
+    def threads(self, n):
+        if int(n) < 1:
+            raise ValueError(f"threads must be at least 1, not {n}")
+        self._threads = int(n) if self.xp is np else 1
+        if self._pool is not None:  # made again, of the new size, when next needed
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def arrays(self, dtype, *shapes, slot="bands"):
         dtype = np.dtype(dtype)
@@ -180,9 +231,77 @@ class Workspace:
         """Free the buffers."""
         self._buffers = {}
 
+    def one_blas_thread(self):
+        """A context in which NumPy's BLAS runs on one thread, when this workspace runs bands on several.
+
+        For a whole layer, its filter transform included: a product on two BLAS threads
+        just before the bands would leave OpenBLAS's idle thread spinning (about 0.1 s)
+        on a core the band threads need.
+        """
+        return blas_limit(1) if self.threads > 1 else contextlib.nullcontext(False)
+
+    def bands(self, total_rows, bytes_per_row, budget):
+        """``(bands, g)``: the bands ``(r0, r1)`` of ``total_rows`` rows, and how many threads share them.
+
+        One thread when the workspace has one or the scratch is small
+        (:data:`THREAD_BYTES`), its bands within ``budget`` bytes; else
+        ``g = min(threads, total_rows)`` threads, the bands within ``budget / g`` bytes
+        each (so that the scratch of all stays within ``budget``), as equal as the rows
+        allow and a multiple of ``g`` in number.
+        """
+        g = min(self.threads, total_rows)
+        if g < 2 or total_rows * bytes_per_row < THREAD_BYTES:
+            rows = band_rows(total_rows, bytes_per_row, budget)
+            return [(r0, min(total_rows, r0 + rows)) for r0 in range(0, total_rows, rows)], 1
+        n = -(-total_rows // band_rows(total_rows, bytes_per_row, budget // g))
+        n = -(-n // g) * g
+        bounds = [total_rows * k // n for k in range(n + 1)]
+        return list(zip(bounds[:-1], bounds[1:])), g
+
+    def run_bands(self, total_rows, bytes_per_row, budget, body):
+        """Call ``body(r0, r1, slot)`` for each band of :meth:`bands`, on that many threads at once.
+
+        Each thread (the caller's among them) takes the next band not yet taken until
+        none is left, and uses scratch slot ``"bands"`` (the caller) or ``"bands<k>"``;
+        the GEMMs run on ``threads // g`` BLAS threads meanwhile. Where the BLAS cannot
+        be held to that (:func:`~refstyle.nn.fast.threads.blas_limit`), the bands run
+        one after the other on the caller's thread. The bands must write disjoint parts
+        of the output; which thread computes a band does not change its numbers.
+        """
+        bands, g = self.bands(total_rows, bytes_per_row, budget)
+        if g == 1:
+            for r0, r1 in bands:
+                body(r0, r1, "bands")  # the BLAS as it is set
+            return
+        with blas_limit(max(1, self.threads // g)) as held:
+            if not held:
+                for r0, r1 in bands:
+                    body(r0, r1, "bands")
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="refstyle-band")
+            todo, lock = iter(bands), threading.Lock()
+
+            def run(slot):
+                while True:
+                    with lock:
+                        band = next(todo, None)
+                    if band is None:
+                        return
+                    body(*band, slot)
+
+            futures = [self._pool.submit(run, f"bands{k}") for k in range(1, g)]
+            try:
+                run("bands")
+            finally:
+                wait(futures)
+            for f in futures:
+                f.result()  # raises a band thread's exception here
+
 
 def workspace_for(work, xp):
-    return Workspace(xp) if work is None else work
+    """``work``, or for a kernel called without one a workspace for this call: one thread, no pool."""
+    return Workspace(xp, threads=1) if work is None else work
 
 
 def band_rows(total_rows, bytes_per_row, budget):

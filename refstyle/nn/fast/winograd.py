@@ -13,7 +13,7 @@ convolution with the transformed filters' tile positions permuted and each trans
 import numpy as np
 
 from ...backend import array_module
-from .layout import BAND_BYTES, band_rows, band_shape, padded_band, workspace_for
+from .layout import BAND_BYTES, band_shape, padded_band, workspace_for
 
 # ---------------------------------------------------------------------------
 # Winograd F(2×2, 3×3)
@@ -168,6 +168,8 @@ def winograd_conv(x, U, bias=None, relu=False, mask=None, work=None, budget=None
     row, so that the transformed tiles and products are still in cache when used.
     A bias added to the product at tile position (1, 1) reaches each of the four
     outputs of a tile exactly once (its row and column of :math:`A^\top` are [1, 1]).
+    The bands run on ``work``'s threads (:meth:`~refstyle.nn.fast.Workspace.run_bands`),
+    each with its own scratch; a tile's numbers do not depend on its band or thread.
     """
     xp = array_module(x, U)
     work = workspace_for(work, xp)
@@ -179,13 +181,12 @@ def winograd_conv(x, U, bias=None, relu=False, mask=None, work=None, budget=None
     y = xp.empty((2 * nTh, 2 * nTw, O), dtype=x.dtype)
     itemsize = np.dtype(x.dtype).itemsize
     per_tile_row = itemsize * (12 * half * C + nTw * (4 * C + 4 * O + 8 * O))
-    rows = band_rows(nTh, per_tile_row, budget)
-    for r0 in range(0, nTh, rows):
-        r1 = min(nTh, r0 + rows)
+
+    def tile_rows(r0, r1, slot):
         nb, t = r1 - r0, (r1 - r0) * nTw
         band, R, V, M, S = work.arrays(
             x.dtype, band_shape(x, 2 * r0, 2 * r1, split=True), (4, nb, 2, half, C), (4, nb, nTw, C),
-            (4, nb, nTw, O), (4, 2, nb, nTw, O),
+            (4, nb, nTw, O), (4, 2, nb, nTw, O), slot=slot,
         )
         padded_band(band, x, 2 * r0, 2 * r1, mask, split=True)
         _row_transform(band, nb, R)
@@ -199,4 +200,6 @@ def winograd_conv(x, U, bias=None, relu=False, mask=None, work=None, budget=None
                 xp.add(M1, bias, out=M1)
             _output_columns(M, S[a])
         _output_rows(S, y[2 * r0 : 2 * r1], relu)
+
+    work.run_bands(nTh, per_tile_row, budget, tile_rows)
     return y[:H, :Wd]
