@@ -468,3 +468,18 @@ def test_kernels_are_checked_and_shown():
     assert "kernels" not in repr(refstyle.VGG(w))
     with pytest.raises(RefstyleError, match="unknown kernels 'gpu'"):
         refstyle.VGG(w, kernels="gpu")
+
+
+def test_band_threads_take_their_share_from_omp_num_threads(monkeypatch):
+    """figure --jobs N sets OMP_NUM_THREADS to each worker's share of the cores: the bands keep to it."""
+    from refstyle.nn.fast import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert threads.cores() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert threads.cores() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    assert threads.cores() == 4

@@ -29,11 +29,17 @@ _SYMBOLS = (
 
 
 def cores():
-    """The CPU cores this process may run on: the default number of band threads."""
+    """The default number of band threads: the CPU cores this process may run on, at most ``$OMP_NUM_THREADS``.
+
+    ``refstyle figure --jobs N`` gives each of its worker processes its share of the cores
+    through that variable, as it does OpenBLAS's, so that N workers do not run N × cores threads.
+    """
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    limit = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, min(n, int(limit))) if limit.strip().isdigit() else n
 
 
 def _openblas_libraries():
