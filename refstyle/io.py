@@ -98,8 +98,11 @@ def pyplot():
     return plt
 
 
-def write_png(fig, path, dpi=100):
-    """Save a matplotlib figure as a PNG, atomically (see :func:`atomic_path`), and close it."""
+def write_png(fig, path, dpi=100, text=None):
+    """Save a matplotlib figure as a PNG, atomically (see :func:`atomic_path`), and close it.
+
+    ``text``: ``{key: str}`` written as the PNG's text chunks (the run's settings, say).
+    """
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format="png", dpi=dpi, metadata=text)
     pyplot().close(fig)

@@ -55,6 +55,10 @@ def test_a_tiny_grid_end_to_end(setup, capsys):
     assert "4 cells computed, 0 from the cache" in stdout and "tiny cells" in err
     with Image.open(out) as im:
         assert im.width > 300 and im.height > 300
+        meta = json.loads(im.text["refstyle"])  # the PNG says how it was made
+    assert meta["arch"] == "vgg19" and meta["size"] == 24 and meta["iters"] == 4 and meta["grid"] == "tiny"
+    assert meta["settings"]["convention"] == "paper" and meta["settings"]["pooling"] == "avg"
+    assert len(meta["cells"]) == 4 and all(c["iterations"] >= 1 for c in meta["cells"].values())
     assert len(os.listdir(setup["cache"])) == 4
     status, stdout, _ = figure(capsys, setup, out, "--force")
     assert status == 0 and "0 cells computed, 4 from the cache" in stdout

@@ -347,7 +347,11 @@ def figure(args):
     convention = "" if base.convention == "paper" else f"{get_convention(base.convention).name} convention, "
     caption = (f"refstyle {__version__} · weights {os.path.basename(weights_path)} ({arch}, {convention}{base.pooling} "
                f"pooling, {base.rounding}) · {args.size} px · {args.iters} L-BFGS iterations · seed {args.seed}")
-    draw_grid(grid, result, args.output, caption)
+    meta = {"refstyle": __version__, "command": "figure", "grid": grid.name, "weights": args.weights,
+            "weights_sha256": file_sha256(weights_path), "arch": arch, "settings": base._asdict(), "size": args.size,
+            "iters": args.iters, "seed": args.seed, "dtype": args.dtype, "device": args.device,
+            "cells": {f"{r},{c}": stats for (r, c), stats in sorted(result.stats.items())}}
+    draw_grid(grid, result, args.output, caption, meta)
     print(f"wrote {os.path.abspath(args.output)}: {result.computed} cells computed, {result.cached} from the cache")
     return 0
 

@@ -685,8 +685,12 @@ def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32"
     return FigureResult(out, total - cached, cached, stats, arch)
 
 
-def draw_grid(grid, result, path, caption=""):
-    """Draw the grid with matplotlib (row and column labels as in the paper, a caption) to a PNG, atomically."""
+def draw_grid(grid, result, path, caption="", meta=None):
+    """Draw the grid with matplotlib (row and column labels as in the paper, a caption) to a PNG, atomically.
+
+    ``meta``: a dict written as JSON into the PNG's text chunk ``refstyle`` (the network, the
+    settings, each cell's numbers), as a transfer's output carries its own.
+    """
     import textwrap
 
     plt = pyplot()
@@ -718,4 +722,4 @@ def draw_grid(grid, result, path, caption=""):
     fig.suptitle(grid.title, fontsize=9, y=1 - 0.12 / fig_h, va="top")
     if caption:
         fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=6, color="0.3")
-    write_png(fig, path)
+    write_png(fig, path, text=None if meta is None else {"refstyle": json.dumps(meta, default=str)})
