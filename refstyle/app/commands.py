@@ -38,7 +38,7 @@ from ..weights.catalogue import find_source, size_text
 from ..weights.download import fetch
 from .explain import explain as explain_steps
 from .signals import hold_stop_signals, stop_reason, stop_status
-from .figures import builtin_figures, check_grid_memory, default_images_dir, draw_grid, find_images, load_grid, make_grid
+from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
 from .validate import check_file_kind, compare_files, gradient_arrays, write_gradient_file
 
 # ---------------------------------------------------------------------------
@@ -241,9 +241,12 @@ def _check_outputs(args):
     return stem, total
 
 
-def _synthesis_run(args, photo, artworks, kind):
-    """Shared by transfer and reconstruct: run, show progress, write the image, its log and metadata."""
-    stem, total = _check_outputs(args)
+def _synthesis_run(args, photo, artworks, kind, outputs):
+    """Shared by transfer and reconstruct: run, show progress, write the image, its log and metadata.
+
+    ``outputs``: :func:`_check_outputs`'s, checked before the images were read.
+    """
+    stem, total = outputs
     settings = run_settings(args, kind)
     check_run_memory(settings, None if photo is None else photo.shape[:2], [a.shape[:2] for a in artworks],
                      arch=args.arch or "vgg19", dtype=args.dtype, kernels=device_default(args, "kernels"),
@@ -292,18 +295,18 @@ def _synthesis_run(args, photo, artworks, kind):
 
 
 def transfer(args):
-    _check_outputs(args)  # before the images are read
+    outputs = _check_outputs(args)  # before the images are read
     photo = load_image(args.content)
     artworks = [load_image(a) for a in args.styles]
-    return _synthesis_run(args, photo, artworks, "transfer")
+    return _synthesis_run(args, photo, artworks, "transfer", outputs)
 
 
 def reconstruct(args):
-    _check_outputs(args)
+    outputs = _check_outputs(args)
     image = load_image(args.image)
     if args.what == "content":
-        return _synthesis_run(args, image, [], "content")
-    return _synthesis_run(args, None, [image], "style")
+        return _synthesis_run(args, image, [], "content", outputs)
+    return _synthesis_run(args, None, [image], "style", outputs)
 
 
 # ---------------------------------------------------------------------------

@@ -50,8 +50,9 @@ def paper_layers(net, rgb, x, alpha=None, beta=None, settings=Settings()):
     s = settings._replace(alpha=alpha, beta=beta).resolved()
     alpha, beta = s.alpha, s.beta
     content, style = list(s.content_layers), list(s.style_layers)
-    whose = "the paper's" if s.convention == "paper" else f"the {get_convention(s.convention).name} convention's"
-    rule = get_convention(s.convention).layer_weights
+    c = get_convention(s.convention)  # read once (a record file is read each time it is looked up)
+    whose = "the paper's" if s.convention == "paper" else f"the {c.name} convention's"
+    rule = c.layer_weights
     weights = (f"w_l = {rule.text.replace('n', str(len(style)))}" if s.layer_weights is None and hasattr(rule, "symbols")
                and rule.symbols <= {"n"} else "w_l as the convention weights them")
     yield (f"10. {whose} layers (eq. 7): content {', '.join(content)}, style {' '.join(style)}, "
@@ -67,8 +68,8 @@ def paper_layers(net, rgb, x, alpha=None, beta=None, settings=Settings()):
     for (kind, name), term in e.layer_losses.items():
         if kind == "tv":
             share = objective.tv_weight * term
-            yield (f"   total variation ({get_convention(s.convention).tv}): λ L_TV = {share:<9.4g} "
-                   + (f"({100 * share / e.loss:.2g}% of L)" if get_convention(s.convention).tv_in_loss else
+            yield (f"   total variation ({c.tv}): λ L_TV = {share:<9.4g} "
+                   + (f"({100 * share / e.loss:.2g}% of L)" if c.tv_in_loss else
                       "(its gradient only: not in L)"))
             continue
         F_l = e.F[name]
@@ -135,7 +136,7 @@ def explain(net, rgb, layer, seed=0, iters=10, alpha=None, beta=None, settings=S
     objective = build_objective(net, rgb, [rgb], one)
     e = objective.evaluate(x)
     tv = e.layer_losses.get(("tv", "x"))
-    in_loss = tv is not None and get_convention(settings.convention).tv_in_loss
+    in_loss = tv is not None and objective.convention.tv_in_loss
     yield (f"7. total loss L = α L_content + β L_style{' + λ L_TV' if in_loss else ''}  (eq. 7), α = {alpha:g}, "
            f"β = {beta:g}, w_l = 1" + (f", λ = {objective.tv_weight:g}" if in_loss else ""))
     yield (f"   {e.loss:.6g} = {alpha:g} × {e.loss_content:.6g} + {beta:g} × {e.loss_style:.6g}"

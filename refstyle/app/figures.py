@@ -371,9 +371,9 @@ def cell_job(spec, images, weights, arch, base=Settings(), dtype="float32", devi
     return Job(kind, content, styles, settings, os.path.abspath(weights), arch, dtype, device, kernels, weights_input)
 
 
-def check_grid_memory(grid, images, weights, arch, base=Settings(), dtype="float32", device="cpu", size=PAPER_SIZE,
-                      jobs=1, kernels="fast", optimizer=None, available=None):
-    """Before any cell runs: the hungriest cell's memory, times the cells run at once, against what the machine has.
+def check_grid_memory(jobs, arch, dtype="float32", device="cpu", size=PAPER_SIZE, at_once=1, kernels="fast",
+                      available=None):
+    """Before any cell runs: the hungriest of ``jobs``' memory, times the cells run at once, against what the machine has.
 
     Raises :class:`RefstyleError` naming the largest ``size`` that fits
     (:func:`refstyle.paper.memory.check_memory`). Only the images' headers are read.
@@ -387,9 +387,7 @@ def check_grid_memory(grid, images, weights, arch, base=Settings(), dtype="float
                 return im.size[::-1]
 
     estimators = []
-    cells = [cell.spec for cell in grid.cells if cell.spec["kind"] not in ("empty", "image")]
-    for spec in cells:
-        job = cell_job(spec, images, weights, arch, base, dtype, device, size, 1, 0, kernels, optimizer)
+    for job in jobs:
         try:
             photo = None if job.content is None else shape(job.content)
             artworks = [shape(p) for p in job.styles]
@@ -400,7 +398,7 @@ def check_grid_memory(grid, images, weights, arch, base=Settings(), dtype="float
             estimators.append(estimate_at)
     if not estimators:
         return
-    at_once = min(int(jobs), len(cells))
+    at_once = min(int(at_once), len(jobs))
     check_memory(lambda s: max((e(s) for e in estimators), key=lambda e: e.total).times(at_once), size, device,
                  available)
 
@@ -625,8 +623,11 @@ def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32"
     net = build_network(weights, base.resolved(), arch=arch, kernels=kernels, weights_input=weights_input)
     arch = net.arch
     check_grid(grid, arch, base, net.layers)
+    runs = {(cell.row, cell.col): cell_job(cell.spec, images, weights, arch, base, dtype, device, size, iters, seed,
+                                           kernels, optimizer, weights_input)
+            for cell in grid.cells if cell.spec["kind"] in RUN_KINDS}
     if scheduler is None:  # the cells run on this machine: they must fit in its memory
-        check_grid_memory(grid, images, weights, arch, base, dtype, device, size, jobs, kernels, optimizer)
+        check_grid_memory(list(runs.values()), arch, dtype, device, size, jobs, kernels)
     checksums, image_shapes = {}, {}
 
     def sha256(path):
@@ -648,8 +649,7 @@ def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32"
         elif spec["kind"] == "image":
             out[at] = resize_longer(load_image(images[_inputs(spec)[0]]), size)
         else:
-            job = cell_job(spec, images, weights, arch, base, dtype, device, size, iters, seed, kernels, optimizer,
-                           weights_input)
+            job = runs[at]
             key = cell_key(job, sha256)
             where.setdefault(key, []).append(at)
             todo[key] = job
