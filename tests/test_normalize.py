@@ -116,6 +116,37 @@ def test_normalize_command_with_the_real_weights(tmp_path, capsys):
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_normalize_over_several_folders_measures_them_together(tmp_path, monkeypatch, capsys):
+    """``--images A B`` measures the images of both folders as one set (the means are over all of them),
+    names the default output after both, and refuses a folder given twice."""
+    monkeypatch.setenv("REFSTYLE_CACHE", str(tmp_path / "cache"))
+    folders = [tmp_path / "photos", tmp_path / "paintings"]
+    for k, folder in enumerate(folders):
+        folder.mkdir()
+        for j in range(2):
+            Image.fromarray((rng.random((20 + 4 * j, 24, 3)) * 255 * (k + 1) / 2).astype(np.uint8)).save(
+                folder / f"{j}.png")
+    src = tmp_path / "small.npz"
+    weights = refstyle.generate_weights("vgg19", widths=(4, 4, 4, 4, 4), seed=2, dtype="float32")
+    refstyle.save_npz(weights, src)
+    argv = ["weights", "normalize", str(src), "--images", *map(str, folders), "--size", "24"]
+    assert main(argv) == 0
+    out = tmp_path / "cache" / "weights" / "normalized" / "small-photos+paintings-24px-max.npz"
+    assert "normalised over 4 images" in capsys.readouterr().out
+    record = refstyle.load_weights(out).meta["normalized"]
+    assert record["images"] == 4 and record["image_names"] == ["0.png", "1.png", "0.png", "1.png"]
+    paths = [folder / f"{j}.png" for folder in folders for j in range(2)]
+    expected = normalize_over_images(weights, [str(p) for p in paths], size=24).scales
+    for name, m in expected.items():
+        np.testing.assert_allclose(record["means"][name], m, rtol=1e-6, err_msg=name)
+    one = normalize_over_images(weights, [str(p) for p in paths[:2]], size=24).scales
+    assert not np.allclose(one["conv1_1"], expected["conv1_1"])  # the second folder counts
+    assert main(["weights", "normalize", str(src), str(tmp_path / "y.npz"), "--images", str(folders[0]),
+                 str(folders[0]) + "/"]) == 2
+    assert "twice: give each folder once" in capsys.readouterr().err
+    assert not (tmp_path / "y.npz").exists()
+
+
 def test_the_weights_order_does_not_matter():
     """A mapping in another order than the network's (it loads and runs the same) is normalised the same."""
     weights = refstyle.generate_weights("vgg19", widths=(4, 4, 4, 4, 4), depth="conv2_2", seed=3)

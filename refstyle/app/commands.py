@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from ..errors import RefstyleError
+from ..errors import RefstyleError, UsageError
 from ..io import atomic_path, check_writable, file_sha256
 from ..paper.conventions import PAPER_MAXCOR, get_convention, loss_weights, tap_of
 from ..paper.gradcheck import check_gradient
@@ -400,8 +400,18 @@ def weights_convert(args):
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".gif")
 
 
-def _image_files(folder):
-    """The images of a folder, or for ``skimage:`` scikit-image's photographs (``SKIMAGE_PHOTOS``)."""
+def _image_files(folders):
+    """The images of each folder in turn, and for ``skimage:`` scikit-image's photographs (``SKIMAGE_PHOTOS``)."""
+    paths = [path for folder in folders for path in _folder_images(folder)]
+    real = [os.path.realpath(p) for p in paths]
+    repeated = sorted({p for p, r in zip(paths, real) if real.count(r) > 1})
+    if repeated:
+        raise UsageError(f"--images reaches {repeated[0]} twice: give each folder once")
+    return paths
+
+
+def _folder_images(folder):
+    """The images of one folder, or for ``skimage:`` scikit-image's photographs."""
     if folder == SKIMAGE_PREFIX:
         return [resolve_image(SKIMAGE_PREFIX + name) for name in SKIMAGE_PHOTOS]
     if not os.path.isdir(folder):
@@ -415,7 +425,8 @@ def _image_files(folder):
 def _normalized_path(args):
     """Where ``weights normalize`` writes without OUT: ``<cache>/normalized/<weights>-<images>-<size>px-<pooling>.npz``."""
     stem = os.path.splitext(os.path.basename(os.fspath(args.input)))[0]
-    images = "skimage" if args.images == SKIMAGE_PREFIX else os.path.basename(os.path.normpath(args.images))
+    images = "+".join("skimage" if folder == SKIMAGE_PREFIX else os.path.basename(os.path.normpath(folder))
+                      for folder in args.images)
     folder = os.path.join(cache_dir(), "normalized")
     os.makedirs(folder, exist_ok=True)
     return os.path.join(folder, f"{stem}-{images}-{args.size}px-{args.pooling}.npz")

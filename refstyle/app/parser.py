@@ -234,9 +234,10 @@ def build_parser():
     norm.add_argument("output", metavar="OUT", nargs="?",
                       help="the normalised .npz to write (default: in the cache, "
                       "<cache>/normalized/<weights>-<images>-<size>px-<pooling>.npz)")
-    norm.add_argument("--images", required=True, metavar="DIR|skimage:",
-                      help="a folder of calibration images, or skimage: for scikit-image's photographs "
-                      f"({', '.join(SKIMAGE_PHOTOS)})")
+    norm.add_argument("--images", required=True, nargs="+", metavar="DIR|skimage:",
+                      help="folders of calibration images, and skimage: for scikit-image's photographs "
+                      f"({', '.join(SKIMAGE_PHOTOS)}); several are measured together, "
+                      "e.g. --images skimage: ../shared/images")
     norm.add_argument("--size", type=_positive_int, default=256, help="the images' longer side in pixels (default 256)")
     norm.add_argument("--pooling", choices=POOLINGS, default="max",
                       help="pooling while measuring (default max, as VGG was trained)")
