@@ -159,9 +159,39 @@ def test_missing_images_name_the_expected_files(setup, tmp_path, capsys):
     assert status == 1 and "composition_vii.jpg, tubingen.jpg" in err
 
 
+def test_ratio_scale_multiplies_each_transfer_cells_ratio(setup, capsys):
+    """``--ratio-scale K``: a transfer cell's α is its α/β × K (β stays 1), reconstructions are untouched;
+    the PNG's caption and metadata say so, and the cells are new ones (α enters the cache key)."""
+    grid = load_grid(setup["grid"])
+    images = find_images(grid, setup["images"])
+    alphas = [cell_job(c.spec, images, setup["weights"], "vgg19", Settings(), size=24, iters=4,
+                       ratio_scale=1e-3).settings for c in grid.cells]
+    assert [(s.alpha, s.beta) for s in alphas] == [(1e-6, 1.0), (1e-4, 1.0), (1e-6, 1.0), (1e-4, 1.0)]
+    spec = dict(grid.cells[0].spec, kind="style")
+    assert cell_job(spec, images, setup["weights"], "vgg19", Settings(), ratio_scale=1e-3).settings == \
+        cell_job(spec, images, setup["weights"], "vgg19", Settings()).settings
+    out = setup["dir"] / "scaled.png"
+    status, stdout, err = figure(capsys, setup, out, "--ratio-scale", "1e-3")
+    assert status == 0, err
+    assert "4 cells computed, 0 from the cache" in stdout
+    with Image.open(out) as im:
+        meta = json.loads(im.text["refstyle"])
+    assert meta["ratio_scale"] == 1e-3
+    status, stdout, _ = figure(capsys, setup, setup["dir"] / "plain.png")
+    assert status == 0 and "4 cells computed" in stdout  # not the scaled cells from the cache
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(SystemExit) as stop:
+            figure(capsys, setup, setup["dir"] / "bad.png", "--ratio-scale", bad)
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "--ratio-scale" in err and err.count("\n") == 1
+
+
 def test_the_papers_figures_are_declared_as_data():
     fig3 = load_grid("fig3")
-    assert fig3.row_labels == ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+    # the paper's rows use the style layers up to the row's layer, and are labelled so
+    assert fig3.row_labels == ["conv1_1"] + [f"conv1_1..conv{k}_1" for k in range(2, 6)]
+    assert [c.spec["style_layers"] for c in fig3.cells if c.col == 0] == [
+        [f"conv{j}_1" for j in range(1, k + 1)] for k in range(1, 6)]
     assert fig3.col_labels == ["α/β = 1e-5", "α/β = 1e-4", "α/β = 1e-3", "α/β = 1e-2"]
     last = fig3.cells[-1].spec
     assert last["ratio"] == 1e-2 and last["style_layers"][-1] == "conv5_1" and last["styles"] == ["composition_vii.jpg"]

@@ -342,6 +342,7 @@ def figure(args):
             size=args.size, iters=args.iters, seed=args.seed, jobs=args.jobs, scheduler=args.scheduler,
             cache_dir=args.cache, progress=progress, kernels=device_default(args, "kernels"),
             optimizer=DEVICE_DEFAULTS[args.device]["optimizer"], weights_input=args.weights_input,
+            ratio_scale=args.ratio_scale,
         )
     finally:
         if bar[0] is not None:
@@ -349,10 +350,12 @@ def figure(args):
     arch = result.arch
     convention = "" if base.convention == "paper" else f"{get_convention(base.convention).name} convention, "
     caption = (f"refstyle {__version__} · weights {os.path.basename(weights_path)} ({arch}, {convention}{base.pooling} "
-               f"pooling, {base.rounding}) · {args.size} px · {args.iters} L-BFGS iterations · seed {args.seed}")
+               f"pooling, {base.rounding}) · {args.size} px · {args.iters} L-BFGS iterations · seed {args.seed}"
+               + (f" · every α/β shown × {args.ratio_scale:g}" if args.ratio_scale != 1 else ""))
     meta = {"refstyle": __version__, "command": "figure", "grid": grid.name, "weights": args.weights,
             "weights_sha256": file_sha256(weights_path), "arch": arch, "settings": base._asdict(), "size": args.size,
             "iters": args.iters, "seed": args.seed, "dtype": args.dtype, "device": args.device,
+            "ratio_scale": args.ratio_scale,
             "cells": {f"{r},{c}": stats for (r, c), stats in sorted(result.stats.items())}}
     draw_grid(grid, result, args.output, caption, meta)
     print(f"wrote {os.path.abspath(args.output)}: {result.computed} cells computed, {result.cached} from the cache")

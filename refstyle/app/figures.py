@@ -336,13 +336,15 @@ class Job(NamedTuple):
 
 
 def cell_job(spec, images, weights, arch, base=Settings(), dtype="float32", device="cpu", size=PAPER_SIZE,
-             iters=PAPER_ITERS, seed=0, kernels="fast", optimizer=None, weights_input=None):
+             iters=PAPER_ITERS, seed=0, kernels="fast", optimizer=None, weights_input=None, ratio_scale=1.0):
     """The :class:`Job` of one cell (kinds transfer, content, style) from its merged spec.
 
     ``spec``: a cell's, checked (:func:`parse_grid`, :func:`check_grid`). ``base``: the grid's
     settings (its convention, pooling and rounding); the cell's spec overrides its layers and
     weights, and :func:`~refstyle.paper.settings.for_kind` keeps the cell's one term for a
-    reconstruction.
+    reconstruction. ``ratio_scale``: a transfer cell's α/β is its spec's times this
+    (``refstyle figure --ratio-scale``: the α/β at which a network whose responses have
+    another scale strikes the paper's balance; α is multiplied, β kept).
     """
     kind = spec["kind"]
     # resolved: the convention's layers stated, so that a cell's cache key holds every setting
@@ -365,6 +367,8 @@ def cell_job(spec, images, weights, arch, base=Settings(), dtype="float32", devi
         changes.update(alpha=float(spec["ratio"]), beta=1.0)
     else:
         changes.update({k: float(spec[k]) for k in ("alpha", "beta") if k in spec})
+    if kind == "transfer":
+        changes["alpha"] = changes.get("alpha", settings.alpha) * ratio_scale
     settings = for_kind(settings._replace(**changes), kind)
     content = images[spec["content"]] if kind in ("transfer", "content") else None
     styles = tuple(images[s] for s in spec.get("styles", [])) if kind in ("transfer", "style") else ()
@@ -606,7 +610,7 @@ class FigureResult(NamedTuple):
 
 def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32", device="cpu", size=PAPER_SIZE,
               iters=PAPER_ITERS, seed=0, jobs=1, scheduler=None, cache_dir=None, progress=None, kernels="fast",
-              optimizer=None, weights_input=None):
+              optimizer=None, weights_input=None, ratio_scale=1.0):
     """Compute every cell of ``grid`` (from the cache where possible): a :class:`FigureResult`.
 
     ``images``: ``{file name: path}`` (:func:`find_images`). ``base``: the grid's
@@ -615,7 +619,8 @@ def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32"
     ``progress(done, total, text)`` is told as cells finish. Finished cells are cached as
     they arrive, so an interrupted call loses only the cells that were running.
     ``kernels``: the network's (:class:`refstyle.VGG`); the fast ones by default, as
-    ``refstyle transfer``.
+    ``refstyle transfer``. ``ratio_scale``: every transfer cell's α/β is multiplied by it
+    (:func:`cell_job`).
     """
 
     # the weights read, the network the grid's settings describe built once, and every cell's layers
@@ -624,7 +629,7 @@ def make_grid(grid, images, weights, arch=None, base=Settings(), dtype="float32"
     arch = net.arch
     check_grid(grid, arch, base, net.layers)
     runs = {(cell.row, cell.col): cell_job(cell.spec, images, weights, arch, base, dtype, device, size, iters, seed,
-                                           kernels, optimizer, weights_input)
+                                           kernels, optimizer, weights_input, ratio_scale)
             for cell in grid.cells if cell.spec["kind"] in RUN_KINDS}
     if scheduler is None:  # the cells run on this machine: they must fit in its memory
         check_grid_memory(list(runs.values()), arch, dtype, device, size, jobs, kernels)

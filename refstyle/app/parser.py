@@ -317,6 +317,9 @@ def build_parser():
     figure.add_argument("--jobs", type=_positive_int, default=1, help="cells run at once in local processes (default 1)")
     figure.add_argument("--scheduler", metavar="ADDRESS", help="run the cells on a Dask distributed scheduler, e.g. tcp://host:8786")
     figure.add_argument("--cache", metavar="DIR", help="where finished cells are kept (default $REFSTYLE_CACHE/cells)")
+    figure.add_argument("--ratio-scale", type=_positive, default=1.0, metavar="K",
+                        help="multiply every transfer cell's α/β by K (default 1: the grid's own), for a network "
+                        "whose responses have another scale than the paper's (figures/README.md)")
     figure.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
     figure.add_argument("--device", choices=DEVICES, default=DEVICES[0])
     _add_model_options(figure, weights_required=False, kernels=BY_DEVICE)
