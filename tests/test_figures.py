@@ -57,6 +57,9 @@ def test_a_tiny_grid_end_to_end(setup, capsys):
         assert im.width > 300 and im.height > 300
         meta = json.loads(im.text["refstyle"])  # the PNG says how it was made
     assert meta["arch"] == "vgg19" and meta["size"] == 24 and meta["iters"] == 4 and meta["grid"] == "tiny"
+    info = meta["weights_info"]  # what refstyle weights info says of the weights: format, input, normalisation
+    assert info[0].startswith(f"file:   {setup['weights']}") and "format: refstyle .npz" in info
+    assert info[-1] == "arch:   fits vgg19 (conv1_1..conv5_4)"
     assert meta["settings"]["convention"] == "paper" and meta["settings"]["pooling"] == "avg"
     assert len(meta["cells"]) == 4 and all(c["iterations"] >= 1 for c in meta["cells"].values())
     assert len(os.listdir(setup["cache"])) == 4

@@ -314,6 +314,11 @@ def reconstruct(args):
 # ---------------------------------------------------------------------------
 
 
+def _weights_summary(path):
+    """The head of ``refstyle weights info PATH`` (format, input, normalisation, quantisation, architecture), as lines."""
+    return [line for line in describe(path).splitlines() if not line.startswith((" ", "parameters:"))]
+
+
 def figure(args):
     if args.list:
         for name in builtin_figures():
@@ -355,7 +360,7 @@ def figure(args):
     meta = {"refstyle": __version__, "command": "figure", "grid": grid.name, "weights": args.weights,
             "weights_sha256": file_sha256(weights_path), "arch": arch, "settings": base._asdict(), "size": args.size,
             "iters": args.iters, "seed": args.seed, "dtype": args.dtype, "device": args.device,
-            "ratio_scale": args.ratio_scale,
+            "ratio_scale": args.ratio_scale, "weights_info": _weights_summary(weights_path),
             "cells": {f"{r},{c}": stats for (r, c), stats in sorted(result.stats.items())}}
     draw_grid(grid, result, args.output, caption, meta)
     print(f"wrote {os.path.abspath(args.output)}: {result.computed} cells computed, {result.cached} from the cache")
