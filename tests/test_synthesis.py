@@ -2,6 +2,7 @@
 
 import csv
 import re
+import warnings
 import json
 import os
 
@@ -395,3 +396,32 @@ def test_transfer_kernels_fast_by_default_and_reference_on_request(small, tmp_pa
         with open(tmp_path / f"{kernels}.losses.csv") as f:
             runs[kernels] = [float(r["loss"]) for r in csv.DictReader(f)]
     assert runs["fast"][0] == pytest.approx(runs["reference"][0], rel=1e-5)
+
+
+def test_a_run_that_stops_before_its_iterations_says_so():
+    """ftol = gtol = 0: only the iteration cap should end L-BFGS. Started at the photograph with the
+    content term alone, the gradient is 0 and L-BFGS-B stops at once: a warning names the stop and why."""
+    net, photo, art = _tiny_problem()
+    settings = refstyle.Settings(size=36, iters=5, init="content", beta=0.0)
+    with pytest.warns(refstyle.RefstyleWarning, match=r"lbfgs stopped after 0 of 5 iterations: .*GRADIENT"):
+        result = refstyle.synthesize(net, photo, [art], settings)
+    assert result.results[0].loss == 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a run that reaches its cap warns nothing
+        refstyle.synthesize(net, photo, [art], refstyle.Settings(size=36, iters=3))
+
+
+def test_float32_losses_are_summed_in_float64():
+    """A float32 loss summed in float32 carries ~1e-7 of itself in rounding, more than L-BFGS's first
+    step changes a style loss at the white noise at 256 px (its line search then fails at once)."""
+    from refstyle.paper.losses import content_loss, style_loss
+
+    F = rng.random((1, 64, 128, 128)).astype(np.float32)
+    P = rng.random((1, 64, 128, 128)).astype(np.float32)
+    d = F - P
+    assert content_loss(F, P)[0] == pytest.approx(0.5 * (d * d).astype(np.float64).sum(), rel=1e-12, abs=0)
+    A = (rng.random((64, 64)) * 1e3).astype(np.float32)
+    Fm = F.reshape(64, -1)
+    D = Fm @ Fm.T - A
+    expected = (D * D).astype(np.float64).sum() / (4 * 64**2 * (128 * 128) ** 2)
+    assert style_loss(F, A)[0] == pytest.approx(expected, rel=1e-12, abs=0)

@@ -7,12 +7,13 @@ builds the objective, picks the start image, and runs the optimiser, optionally
 coarse to fine over several scales. The parts are small functions that can be run alone.
 """
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 
 from ..backend import to_numpy
-from ..errors import ImageError, RefstyleError
+from ..errors import ImageError, RefstyleError, RefstyleWarning
 from ..nn.arch import ARCHS, is_conv, split_tap
 from ..nn.inputs import CAFFE_INPUT
 from .conventions import tap_of
@@ -188,6 +189,10 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
         x = result.x
         if result.interrupted:
             break
+        if result.iterations < s.iters:  # only the iteration cap should end a run (ftol = gtol = 0)
+            warnings.warn(f"{s.optimizer} stopped after {result.iterations} of {s.iters} iterations"
+                          + (f" at scale {k + 1} of {len(sizes)}" if len(sizes) > 1 else "")
+                          + f": {result.message}; the image is the best one it found", RefstyleWarning, stacklevel=2)
     rgb = deprocess(x, space)
     if s.preserve_color and photo is not None:
         rgb = preserve_color(rgb, p_rgb)
