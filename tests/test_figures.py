@@ -473,3 +473,34 @@ def test_an_image_too_small_for_a_cells_layers_is_refused_before_any_cell_runs(s
     assert status == 2 and ran == [] and not (tmp_path / "g.png").exists()
     assert "row 'deep'" in err and "too small for conv5_1: it needs at least 17 pixels" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_style_shares_is_the_papers_style_loss_and_its_largest_channel(tmp_path, capsys):
+    """figures/style_shares.py: E_l as refstyle.style_loss computes it (the photograph as x), and the
+    largest channel's share of it; a channel made to fire 1000 times harder holds nearly all of it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("style_shares", os.path.join(
+        os.path.dirname(__file__), "..", "figures", "style_shares.py"))
+    style_shares = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(style_shares)
+    layers = style_shares.STYLE_LAYERS
+    P = {name: rng.random((4, 30)) for name in layers}
+    S = {name: rng.random((4, 20)) for name in layers}
+    out = style_shares.shares(P, S)
+    for name in layers:
+        A = S[name] @ S[name].T * 30 / 20
+        E, _ = refstyle.style_loss(P[name].reshape(1, 4, 5, 6), A)
+        assert out[name][0] == pytest.approx(E, rel=1e-12) and 0.25 <= out[name][1] < 1
+    S["conv1_1"][2] *= 1000
+    assert style_shares.shares(P, S)["conv1_1"][1] > 0.99
+    # the command line, on small generated weights and images
+    weights = tmp_path / "w.npz"
+    refstyle.save_npz(refstyle.generate_weights("vgg19", widths=(3, 4, 4, 4, 4), seed=1), weights)
+    for name in ("photo.png", "art.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3)).astype(np.uint8)).save(tmp_path / name)
+    assert style_shares.main([str(weights), "--images", str(tmp_path), "--photo", "photo.png",
+                              "--paintings", "art.png", "--size", "48"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["painting", *layers] and lines[2].startswith("  art.png")
+    assert lines[2].count("%)") == len(layers)
