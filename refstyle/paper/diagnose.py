@@ -50,6 +50,8 @@ TOL = 1e-6  # a fit reproduces the file to this relative error (the yardstick's 
 GRAM_POWERS = (0, 1)  # each image's Gram matrix divided by M_l^p (N_l only scales the term: a factor)
 MAX_ROWS = 4096  # gradient entries used in the least squares (all are used to measure the residual)
 NEGLIGIBLE = 1e-10  # a fitted term contributing less than this (relative) is left out
+ROUGH = 1e-4  # a least-squares residual below which a fit is pruned of the terms it does without
+SPARE = 1e-9  # a term is done without when leaving it out keeps the residual under this (or twice what it was)
 
 
 def rel(a, b):
@@ -166,7 +168,8 @@ class Column(NamedTuple):
 def loss_columns(net, x, photo, artworks, blend=None):
     """Every :class:`Column` at ``x`` on ``net``, the photograph and artworks preprocessed in its image space.
 
-    Also returns ``{tap: shape of F}`` and the equivalences found: ``[(kept key, equal keys)]``.
+    Returns the distinct columns, ``{tap: shape of F}``, the equivalences found (``[(kept key,
+    proportional keys)]``) and all the columns.
     """
     taps = [t for layer in conv_layers(net.arch) if layer in net.layers for t in (layer, layer + PRE_RELU)]
     space = net.image
@@ -198,7 +201,7 @@ def loss_columns(net, x, photo, artworks, blend=None):
         columns.append(Column(("tv", form, False), 0.0, d))
     columns = [c for c in columns if c.loss != 0 or np.any(c.grad)]
     kept, same = _distinct(columns)
-    return kept, {t: tuple(F[t].shape) for t in taps}, same
+    return kept, {t: tuple(F[t].shape) for t in taps}, same, columns
 
 
 def _distinct(columns):
@@ -261,14 +264,28 @@ def fit_columns(columns, loss, grad, dF=None):
     A, b = np.concatenate(A), np.concatenate(b)
     norms = np.linalg.norm(A, axis=0)
     norms[norms == 0] = 1.0
-    coef, _ = nnls(A / norms, b, maxiter=50 * A.shape[1])
+    A = A / norms
+    coef, _ = nnls(A, b, maxiter=50 * A.shape[1])
+    keep = [i for i, c in enumerate(coef) if c > NEGLIGIBLE * np.linalg.norm(b)]
+    sol, residual = _refit(A, b, keep)
+    if residual <= ROUGH:  # a fit: leave out each term the fit does as well without, smallest first
+        for i in sorted(keep, key=lambda i: abs(sol[keep.index(i)])):
+            fewer = [j for j in keep if j != i]
+            s2, r2 = _refit(A, b, fewer)
+            if r2 <= max(2 * residual, SPARE):
+                keep, sol, residual = fewer, s2, r2
+    coef = np.zeros(len(columns))
+    coef[keep] = sol
     coef = coef / norms
-    keep = [i for i, c in enumerate(coef) if c > 0 and c * norms[i] > NEGLIGIBLE * np.linalg.norm(b)]
-    if keep:  # the chosen terms, refitted without the bound: the last digits
-        sol, *_ = np.linalg.lstsq(A[:, keep], b, rcond=None)
-        coef = np.zeros(len(columns))
-        coef[keep] = sol
     return _fit(columns, {columns[i].key: float(coef[i]) for i in keep}, loss, grad, dF)
+
+
+def _refit(A, b, keep):
+    """Least squares on the chosen columns (unbounded: the last digits), and its relative residual."""
+    if not keep:
+        return np.zeros(0), 1.0
+    sol, *_ = np.linalg.lstsq(A[:, keep], b, rcond=None)
+    return sol, float(np.linalg.norm(A[:, keep] @ sol - b) / np.linalg.norm(b))
 
 
 def _fit(columns, coefficients, loss, grad, dF):
@@ -539,10 +556,16 @@ def _differs(values):
     return out if len(out) > 1 else None
 
 
+def _key_text(key):
+    if key[0] == "tv":
+        return f"total variation {key[1]} {'in the loss' if key[2] else 'in the gradient only'}"
+    return f"{key[0]} at {_tap_text(key[1])}" + (f" (Gram divided by M_l^{key[2]})" if key[0] == "style" and key[2] is not None else "")
+
+
 def _undecided(candidates, same, used):
     """Sentences for the choices the file cannot decide: between the networks that fit, and equal columns."""
     out = []
-    nets = [n for n, *_ in candidates]
+    nets = candidates
     for field, what in (("image", "the space of x"), ("feed", "what conv1_1 is fed"), ("pooling", "the pooling"),
                         ("rounding", "the pooling's rounding"), ("filters", "the filters' orientation")):
         values = _differs([json.dumps(getattr(n, field), sort_keys=True) for n in nets])
@@ -555,7 +578,7 @@ def _undecided(candidates, same, used):
             continue
         if key[0] == "style" and key[2] is None:
             continue  # said once below
-        out.append(f"{key} and {', '.join(map(str, twins))} give the same numbers here")
+        out.append(f"{' and '.join(_key_text(k) for k in [key, *twins])} give the same numbers here")
     if any(k[0] == "style" and k[2] is None for k in used):
         out.append("the Gram divisor's dependence on M_l (1, M_l or N_l·M_l): the artworks have x's size here "
                    "(an artwork of another size decides)")
@@ -572,6 +595,46 @@ def _rounding_matters(sizes, arch):
                     return True
                 n //= 2
     return False
+
+
+class Tried(NamedTuple):
+    """A network that explains the file's responses, and the least-squares fit of the loss terms on it."""
+
+    network: Network
+    net: VGG
+    fit: Fit
+    shapes: dict  # {tap: the shape of its response at x}
+    same: list  # the terms that give the same numbers here
+    columns: list  # every column, those proportional to another too
+    dF: dict  # the file's dF, by tap
+
+
+def snap(tried, coefficients, loss, grad, tol):
+    r"""The fit with a record's own factors wherever they fit the file as well (within ``tol``).
+
+    A term that is a small part of the loss (a content term :math:`10^{-7}` of a style-heavy
+    loss) is pinned only loosely by the least squares; where the record's factor for it
+    reproduces the file too, the file cannot tell them apart and the record's is kept.
+    ``coefficients``: :func:`convention_coefficients` of the record, on the same network.
+    """
+    fit = tried.fit
+    present = {c.key for c in tried.columns}
+    canon = {twin: key for key, twins in tried.same for twin in twins}
+    theirs = {}
+    for key, v in coefficients.items():  # a style term whose Gram divisor cannot matter here has p None
+        if key not in present and key[0] == "style":
+            key = (*key[:2], None)
+        theirs[key] = v
+    for part in ("content", "style", "tv"):
+        mine = {canon.get(k, k) for k in fit.coefficients if k[0] == part}
+        base = {k: v for k, v in theirs.items() if k[0] == part}
+        if mine != {canon.get(k, k) for k in base} or not set(base) <= present:
+            continue
+        trial = {**{k: v for k, v in fit.coefficients.items() if k[0] != part}, **base}
+        snapped = _fit(tried.columns, trial, loss, grad, tried.dF)
+        if snapped.error <= tol:
+            fit = snapped
+    return fit
 
 
 def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blend, sizes, tol):
@@ -606,16 +669,16 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
     for n, net, m in matches:
         twin = n._replace(rounding=ROUNDINGS[0])
         if not matters and json.dumps(twin, sort_keys=True) in done:
-            out.append((n, net, *done[json.dumps(twin, sort_keys=True)]))
+            out.append(Tried(n, net, *done[json.dumps(twin, sort_keys=True)]))
             continue
-        columns, shapes, same = loss_columns(net, x, photo, artworks, blend)
+        columns, shapes, same, every = loss_columns(net, x, photo, artworks, blend)
         dF = _their_dF(theirs, m.taps)
         missing = [t for t in dF if t not in shapes]
         if missing:
             raise RefstyleError(f"the file's dF:{missing[0]} names no layer refstyle computes")
         fit = fit_columns(columns, loss, grad, dF)
-        done[json.dumps(n, sort_keys=True)] = (fit, shapes, same)
-        out.append((n, net, fit, shapes, same))
+        done[json.dumps(n, sort_keys=True)] = (fit, shapes, same, every, dF)
+        out.append(Tried(n, net, fit, shapes, same, every, dF))
     return out
 
 
@@ -651,13 +714,13 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
             continue
         arch = found[0][1].arch
         fits += found
-        good = [(n, fit, shapes, same) for n, _, fit, shapes, same in fits if fit.error <= tol]
+        good = [t for t in fits if t.fit.error <= tol]
         if good:
             break
     if not good and not fits:
         return Diagnosis(None, None, [], [], math.nan, math.nan, False, failure, tried, notes)
     if not good:
-        net, _, fit, _, _ = min(fits, key=lambda f: f[2].error)
+        net, _, fit, *_ = min(fits, key=lambda t: t.fit.error)
         bad = [t for t, e in sorted(fit.dF_errors.items(), key=lambda te: _depth(te[0], arch)) if e > tol]
         where = (f"the gradient at {bad[0]} (dF off by {fit.dF_errors[bad[0]]:.2e}) is no combination of the terms "
                  f"tried" if bad else "no combination of the terms tried gives the file's loss and gradient")
@@ -665,8 +728,10 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
                    f"gradient by {fit.grad_error:.2e}")
         return Diagnosis(None, None, [], [], fit.loss_error, fit.grad_error, False, failure, tried, notes)
     best = None
-    for net, fit, shapes, same in good:
+    for t in good:
+        net, shapes, same = t.network, t.shapes, t.same
         for base in CONVENTIONS.values():
+            fit = snap(t, convention_coefficients(base, shapes, H, W, arch), loss, grad, tol)
             try:
                 r = record_from_fit(fit, net, shapes, H, W, arch, base, weights_input)
             except RefstyleError:
@@ -676,7 +741,7 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
     if best is None:
         raise RefstyleError("the fit cannot be written as a record (two Gram divisors or two TV forms at once)")
     record, net, fit, same = best
-    undecided = _undecided(good, same, set(fit.coefficients))
+    undecided = _undecided([t.network for t in good], same, set(fit.coefficients))
     if stated is None:
         notes.append(f"x's numbers fit {describe_input(net.image)}: state it in THEIRS (key image, or the bridge's "
                      f"image=) before refstyle compare")

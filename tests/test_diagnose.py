@@ -1,0 +1,152 @@
+"""``refstyle diagnose``: each implementation's rewrite (``tests/peers.py``) is read back to its record from its numbers.
+
+THEIRS is what a user of that implementation would write: its ``x``, loss and gradient in
+its own image space, and (``with_F``) the responses it tapped, under refstyle's names for
+them. ``diagnose`` must name the built-in record, write one that ``refstyle grad`` then
+reproduces to 1e-6 under ``compare``, and, for a rewrite changed in one place, say that
+place in words.
+"""
+
+import functools
+import json
+
+import numpy as np
+import pytest
+from conftest import require_torch
+
+import peers
+from refstyle.app.cli import main
+from refstyle.nn.inputs import CAFFE_INPUT, LUA_INPUT, RGB01_INPUT
+from refstyle.paper.conventions import get_convention, tap_of
+from test_reproduce import WIDTHS, caffe_weights_file, float32_layers, images, keras_weights_file, run_grad
+
+SHAPE = (32, 32)
+ODD = (37, 35)
+
+
+def write_theirs(path, x, loss, grad, space, responses=None, convention=None):
+    """THEIRS as a user writes it: x, loss, grad in the implementation's space; responses under refstyle's tap names."""
+    arrays = {"x": x, "loss": np.float64(loss), "grad": grad, "loss_content": np.nan, "loss_style": np.nan}
+    if space is not None:
+        arrays["image"] = np.array(json.dumps(space))
+    for name, F in (responses or {}).items():
+        tap = tap_of(convention, name, "vgg19") if convention is not None else name
+        arrays[f"F:{tap}"] = np.asarray(F, np.float64)
+    np.savez(path, **arrays)
+    return path
+
+
+class Case:
+    """One implementation: its weights file (and stated input), its image space and one evaluation of its peer."""
+
+    def __init__(self, tmp_path, name, shape=SHAPE, seed=11, **peer_options):
+        torch = require_torch()
+        self.name, self.tmp_path = name, tmp_path
+        photo, art, start, rng = images(shape, seed)
+        layers = float32_layers(rng)
+        self.extra = []
+        noise = rng.standard_normal((1, 3) + shape)
+        if name in ("neural-style-pt", "neural-style-pt-x256"):
+            state = peers.neural_style_pt_state_dict(layers)
+            self.weights = tmp_path / "vgg19-d01eb7cb.pth"
+            peers.save_state_dict(torch, state, self.weights)
+            self.extra = ["--weights-input", "caffe"]
+            scale = peer_options.pop("scale", 255 if name == "neural-style-pt" else 256)
+            space, self.space = functools.partial(peers.neural_style_pt_image_space, scale=scale), (
+                CAFFE_INPUT if scale == 255 else LUA_INPUT)
+            run = lambda p, a, x, d: peers.neural_style_pt(torch, state, p, [a], x, diagnostics=d, **peer_options)  # noqa: E731
+        elif name == "neural-style":
+            self.weights = caffe_weights_file(tmp_path, layers)
+            space, self.space = peers.neural_style_lua_image_space, LUA_INPUT
+            state = peers.neural_style_lua_state_dict(layers)
+            run = lambda p, a, x, d: peers.neural_style_lua(torch, state, p, [a], x, diagnostics=d, **peer_options)  # noqa: E731
+        elif name == "pytorch-tutorial":
+            state = peers.pytorch_tutorial_state_dict(layers)
+            self.weights = tmp_path / "vgg19_features.pth"
+            peers.save_state_dict(torch, state, self.weights)
+            self.extra = ["--weights-input", "torchvision"]
+            space, self.space = peers.pytorch_tutorial_image_space, RGB01_INPUT
+            noise = 0.05 * noise
+            run = lambda p, a, x, d: peers.pytorch_tutorial(torch, state, p, a, x, diagnostics=d, **peer_options)  # noqa: E731
+        elif name == "gatys-pytorch":
+            state = peers.gatys_pytorch_state_dict(layers)
+            self.weights = tmp_path / "vgg_conv.pth"
+            peers.save_state_dict(torch, state, self.weights)
+            space, self.space = peers.gatys_pytorch_image_space, CAFFE_INPUT
+            peer_options.setdefault("style_weights", tuple(1e3 / n**2 for n in WIDTHS))
+            run = lambda p, a, x, d: peers.gatys_pytorch(torch, state, p, [a], x, diagnostics=d, **peer_options)  # noqa: E731
+        elif name == "tf-tutorial":
+            art = art[:, : shape[1] - 8]  # the style image keeps its own size: the Gram divisor M_l can be told
+            self.weights = keras_weights_file(tmp_path, layers)
+            space, self.space = peers.tf_tutorial_image_space, RGB01_INPUT
+            noise = 0.05 * noise
+            run = lambda p, a, x, d: peers.tf_tutorial(torch, layers, p, a, x, diagnostics=d, **peer_options)  # noqa: E731
+        elif name == "keras-example":
+            self.weights = keras_weights_file(tmp_path, layers)
+            scale = peer_options.pop("scale", 255)
+            space = functools.partial(peers.neural_style_pt_image_space, scale=scale)
+            self.space = CAFFE_INPUT if scale == 255 else LUA_INPUT
+            run = lambda p, a, x, d: peers.keras_example(torch, layers, p, a, x, diagnostics=d, **peer_options)  # noqa: E731
+        elif name == "anishathalye":
+            from test_matconvnet import write_mat
+
+            mean = (123.0, 117.0, 104.0)
+            self.weights = tmp_path / "imagenet-vgg-verydeep-19.mat"
+            write_mat(self.weights, {k: (W.astype(np.float32), b.astype(np.float32)) for k, (W, b) in layers.items()},
+                      layout="meta.normalization", average=np.ones((4, 4, 3)) * np.array(mean))
+            F = {k: W.transpose(2, 3, 1, 0) for k, (W, _) in layers.items()}
+            F["conv1_1"] = F["conv1_1"][:, :, ::-1, :]
+            theirs = {k: peers.anishathalye_conv_from_mat(F[k], b) for k, (_, b) in layers.items()}
+            space = functools.partial(peers.anishathalye_image_space, mean_pixel=mean)
+            self.space = {"channels": "RGB", "range": [0, 255], "mean": list(mean)}
+            run = lambda p, a, x, d: peers.anishathalye(torch, theirs, p, [a], x, diagnostics=d, **peer_options)  # noqa: E731
+        else:
+            raise ValueError(name)
+        x = space(start) + noise
+        if self.space is RGB01_INPUT:
+            x = np.clip(x, 0, 1)
+        self.photo, self.art, self.x = photo, art, x
+        self.diagnostics = {}
+        self.loss, self.grad = run(space(photo), space(art), x, self.diagnostics)
+
+    def theirs(self, with_F, stated=True, convention=None):
+        return write_theirs(self.tmp_path / ("theirs-F.npz" if with_F else "theirs.npz"), self.x, self.loss, self.grad,
+                            self.space if stated else None, self.diagnostics["responses"] if with_F else None,
+                            get_convention(convention or self.name))
+
+
+def diagnose(case, theirs, capsys, *extra):
+    from PIL import Image
+
+    for name, rgb in (("photo", case.photo), ("art", case.art)):
+        Image.fromarray(rgb).save(case.tmp_path / f"{name}.png")
+    fitted = case.tmp_path / "fitted.json"
+    status = main(["diagnose", str(theirs), str(case.tmp_path / "photo.png"), str(case.tmp_path / "art.png"),
+                   "--weights", str(case.weights), *case.extra, "-o", str(fitted), "--force", *extra])
+    out, err = capsys.readouterr()
+    return status, out, err, fitted
+
+
+def reproduces(case, theirs, fitted, capsys):
+    """refstyle grad with the fitted record, then compare against THEIRS at 1e-6."""
+    run_grad(case.tmp_path, capsys, case.weights, str(fitted), case.photo, case.art, case.x, *case.extra, "--force")
+    status = main(["compare", str(case.tmp_path / f"{fitted}.npz"), str(theirs), "--tol", "1e-6"])
+    out, _ = capsys.readouterr()
+    assert status == 0, out
+
+
+BUILT_IN = ["neural-style-pt", "neural-style-pt-x256", "neural-style", "pytorch-tutorial", "gatys-pytorch",
+            "tf-tutorial", "keras-example", "anishathalye"]
+
+
+@pytest.mark.parametrize("with_F", [True, False], ids=["responses", "loss-and-grad"])
+@pytest.mark.parametrize("name", BUILT_IN)
+def test_each_rewrite_is_diagnosed_as_its_record(tmp_path, capsys, name, with_F):
+    case = Case(tmp_path, name)
+    theirs = case.theirs(with_F)
+    status, out, err, fitted = diagnose(case, theirs, capsys)
+    assert status == 0 and not err, out + err
+    assert f"THEIRS is {name}: the built-in record reproduces it" in out, out
+    record = json.loads(fitted.read_text())
+    assert record["name"] == f"{name}-fitted"
+    reproduces(case, theirs, fitted, capsys)
