@@ -150,3 +150,26 @@ def test_each_rewrite_is_diagnosed_as_its_record(tmp_path, capsys, name, with_F)
     record = json.loads(fitted.read_text())
     assert record["name"] == f"{name}-fitted"
     reproduces(case, theirs, fitted, capsys)
+
+
+PERTURBED = [  # (the rewrite, changed in one place), the shape, with its responses, what diagnose must say
+    (("gatys-pytorch", {"style_weights": (1.0, 3.0, 5.0, 9.0, 13.0)}), SHAPE, False,
+     "style weights ∝ 1 : 3 : 5 : 9 : 13, where gatys-pytorch has weights 1e3/N^2"),
+    (("keras-example", {"scale": 256}), SHAPE, True, "input scaled by 256, not 255"),
+    (("neural-style", {"ceil_mode": False}), ODD, False, "pooling floor, not ceil"),
+    (("keras-example", {"content_layer": "block4_conv2"}), SHAPE, True, "content at conv4_2, not conv5_2"),
+    (("pytorch-tutorial", {"content_layers": ("relu_4",)}), SHAPE, False,
+     "content at conv2_2, not conv2_2 before its ReLU"),
+]
+
+
+@pytest.mark.parametrize("rewrite, shape, with_F, words", PERTURBED,
+                         ids=["uneven-style-weights", "x256", "floor", "content-layer", "after-relu"])
+def test_a_changed_rewrite_is_named_with_its_difference(tmp_path, capsys, rewrite, shape, with_F, words):
+    name, options = rewrite
+    case = Case(tmp_path, name, shape=shape, **options)
+    theirs = case.theirs(with_F)
+    status, out, err, fitted = diagnose(case, theirs, capsys)
+    assert status == 0 and not err, out + err
+    assert f"THEIRS is {name} with 1 difference:\n  - {words}\n" in out, out
+    reproduces(case, theirs, fitted, capsys)

@@ -399,7 +399,8 @@ def record_from_fit(fit, network, shapes, H, W, arch, base, weights_input):
         data["image"] = _space_value(network.image)
         depart(said.replace("the record", base.name))
     feed = base.feed_space(weights_input) or weights_input
-    if not InputStage(network.feed, feed).identity:
+    as_is = base.feed == FEED_IMAGE and InputStage(network.image, network.feed).identity  # x fed as it is, as the record
+    if not as_is and not InputStage(network.feed, feed).identity:
         data["feed"] = (FEED_IMAGE if InputStage(network.image, network.feed).identity
                         else None if InputStage(weights_input, network.feed).identity else _space_value(network.feed))
         depart(f"conv1_1 fed {describe_input(network.feed)}, where {base.name} feeds it {describe_input(feed)}")
@@ -613,22 +614,21 @@ def snap(tried, coefficients, loss, grad, tol):
     r"""The fit with a record's own factors wherever they fit the file as well (within ``tol``).
 
     A term that is a small part of the loss (a content term :math:`10^{-7}` of a style-heavy
-    loss) is pinned only loosely by the least squares; where the record's factor for it
-    reproduces the file too, the file cannot tell them apart and the record's is kept.
+    loss) is pinned only loosely by the least squares, or left out; where the record's
+    terms of that part (content, style, TV) reproduce the file too, the file cannot tell
+    them apart and the record's are kept.
     ``coefficients``: :func:`convention_coefficients` of the record, on the same network.
     """
     fit = tried.fit
     present = {c.key for c in tried.columns}
-    canon = {twin: key for key, twins in tried.same for twin in twins}
     theirs = {}
     for key, v in coefficients.items():  # a style term whose Gram divisor cannot matter here has p None
         if key not in present and key[0] == "style":
             key = (*key[:2], None)
         theirs[key] = v
     for part in ("content", "style", "tv"):
-        mine = {canon.get(k, k) for k in fit.coefficients if k[0] == part}
         base = {k: v for k, v in theirs.items() if k[0] == part}
-        if mine != {canon.get(k, k) for k in base} or not set(base) <= present:
+        if not set(base) <= present:
             continue
         trial = {**{k: v for k, v in fit.coefficients.items() if k[0] != part}, **base}
         snapped = _fit(tried.columns, trial, loss, grad, tried.dF)
