@@ -173,3 +173,84 @@ def test_a_changed_rewrite_is_named_with_its_difference(tmp_path, capsys, rewrit
     assert status == 0 and not err, out + err
     assert f"THEIRS is {name} with 1 difference:\n  - {words}\n" in out, out
     reproduces(case, theirs, fitted, capsys)
+
+
+def refstyle_case(tmp_path, capsys, convention, shape=SHAPE):
+    """THEIRS from refstyle grad itself (with F:, dF: and the per-layer terms): the paper has no other rewrite here."""
+    photo, art, start, rng = images(shape, 12)
+    weights = caffe_weights_file(tmp_path, float32_layers(rng))
+    x = peers.neural_style_pt_image_space(start) + rng.standard_normal((1, 3) + shape)
+    arrays, _ = run_grad(tmp_path, capsys, weights, convention, photo, art, x)
+    case = Case.__new__(Case)
+    case.tmp_path, case.weights, case.extra, case.photo, case.art, case.x = tmp_path, weights, [], photo, art, x
+    return case, arrays
+
+
+def test_the_paper_with_its_per_layer_gradients(tmp_path, capsys):
+    case, arrays = refstyle_case(tmp_path, capsys, "paper", ODD)
+    theirs = tmp_path / "theirs.npz"
+    np.savez(theirs, **arrays)
+    status, out, err, fitted = diagnose(case, theirs, capsys)
+    assert status == 0 and not err, out + err
+    assert "THEIRS is paper: the built-in record reproduces it" in out and "rounding" not in out  # an odd size decides
+    reproduces(case, theirs, fitted, capsys)
+
+
+def test_a_layer_gradient_nothing_explains_is_named(tmp_path, capsys):
+    """dF at conv3_1 doubled: the responses are the paper's, but no combination of terms gives that gradient there."""
+    case, arrays = refstyle_case(tmp_path, capsys, "paper")
+    arrays = dict(arrays, **{"dF:conv3_1": 2 * arrays["dF:conv3_1"]})
+    theirs = tmp_path / "theirs.npz"
+    np.savez(theirs, **arrays)
+    status, out, err, fitted = diagnose(case, theirs, capsys)
+    assert status == 1 and not err and not fitted.exists(), out + err
+    assert "nothing fits: the gradient at conv3_1 (dF off by" in out, out
+    assert "tried: networks with x in 1 space(s)" in out
+
+
+def test_the_first_layer_whose_responses_nothing_explains(tmp_path, capsys):
+    """Their network differs from conv3_1 on (other weights there): the responses say where."""
+    torch = require_torch()
+    photo, art, start, rng = images(SHAPE, 13)
+    layers = float32_layers(rng)
+    state = peers.neural_style_pt_state_dict(layers)
+    weights = tmp_path / "vgg19-d01eb7cb.pth"
+    peers.save_state_dict(torch, state, weights)
+    changed = dict(layers, conv3_1=(layers["conv3_1"][0][::-1].copy(), layers["conv3_1"][1]))
+    space = peers.neural_style_pt_image_space
+    x = space(start) + rng.standard_normal((1, 3) + SHAPE)
+    d = {}
+    loss, grad = peers.neural_style_pt(torch, peers.neural_style_pt_state_dict(changed), space(photo), [space(art)], x,
+                                       diagnostics=d)
+    case = Case.__new__(Case)
+    case.tmp_path, case.weights, case.extra, case.photo, case.art, case.x = tmp_path, weights, ["--weights-input", "caffe"], photo, art, x
+    theirs = write_theirs(tmp_path / "theirs.npz", x, loss, grad, CAFFE_INPUT, d["responses"], get_convention("neural-style-pt"))
+    status, out, err, fitted = diagnose(case, theirs, capsys)
+    assert status == 1 and not err and not fitted.exists(), out + err
+    assert "nothing fits: the responses are explained up to F:conv2_1, but no network explains F:conv3_1" in out, out
+    assert "differ from conv3_1 on" in out
+
+
+def test_a_loss_and_gradient_that_no_record_gives(tmp_path, capsys):
+    """neural-style-pt's -normalize_gradients scales each layer's gradient, not its loss: no record computes that."""
+    case = Case(tmp_path, "neural-style-pt", normalize_gradients=True)
+    status, out, err, fitted = diagnose(case, case.theirs(False), capsys)
+    assert status == 1 and not err and not fitted.exists(), out + err
+    assert "nothing fits: no combination of the terms tried gives the file's loss and gradient; the closest" in out, out
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.pop("grad"), "a gradient file needs the keys grad"),
+    (lambda a: a.update(grad=a["grad"][:, :, :-1]), "grad has shape (1, 3, 31, 32), x (1, 3, 32, 32)"),
+    (lambda a: a["grad"].__setitem__((0, 0, 0, 0), np.nan), "grad holds NaN or infinite values"),
+    (lambda a: a.update(loss=np.zeros(2)), "loss must be one number"),
+    (lambda a: a.update({"F:conv9_1": np.zeros((1, 4, 2, 2))}), "F:conv9_1 names no convolution of vgg19"),
+])
+def test_bad_files_are_one_line(tmp_path, capsys, change, message):
+    case, arrays = refstyle_case(tmp_path, capsys, "paper")
+    arrays = {k: np.array(v) for k, v in arrays.items()}
+    change(arrays)
+    theirs = tmp_path / "theirs.npz"
+    np.savez(theirs, **arrays)
+    status, out, err, fitted = diagnose(case, theirs, capsys)
+    assert status == 1 and not out and err.count("\n") == 1 and message in err, err

@@ -720,8 +720,11 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
     if not good and not fits:
         return Diagnosis(None, None, [], [], math.nan, math.nan, False, failure, tried, notes)
     if not good:
-        net, _, fit, *_ = min(fits, key=lambda t: t.fit.error)
+        closest = min(fits, key=lambda t: t.fit.error)
+        net, fit = closest.network, closest.fit
         bad = [t for t, e in sorted(fit.dF_errors.items(), key=lambda te: _depth(te[0], arch)) if e > tol]
+        alone = _culprit(closest, loss, grad, tol, arch)
+        bad = [alone] if alone is not None else bad
         where = (f"the gradient at {bad[0]} (dF off by {fit.dF_errors[bad[0]]:.2e}) is no combination of the terms "
                  f"tried" if bad else "no combination of the terms tried gives the file's loss and gradient")
         failure = (f"{where}; the closest, on {net.text()}, leaves the loss off by {fit.loss_error:.2e} and the "
@@ -748,6 +751,16 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
     e = evaluate_record(record.data, weights, photo, artworks, x, arch)
     return Diagnosis(record.data, record.base, record.words, undecided, abs(e.loss - loss) / abs(loss) if loss else
                      abs(e.loss), rel(e.grad, grad), True, None, tried, notes)
+
+
+def _culprit(tried, loss, grad, tol, arch):
+    """The one layer whose dF, left out, lets everything else fit: the first such in network order, or None."""
+    distinct = [c for c in tried.columns if not any(c.key in twins for _, twins in tried.same)]
+    for tap in sorted(tried.dF, key=lambda t: _depth(t, arch)):
+        rest = {t: d for t, d in tried.dF.items() if t != tap}
+        if fit_columns(distinct, loss, grad, rest).error <= tol:
+            return tap
+    return None
 
 
 def _depth(tap, arch):
