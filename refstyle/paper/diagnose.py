@@ -606,7 +606,7 @@ class Tried(NamedTuple):
     fit: Fit
     shapes: dict  # {tap: the shape of its response at x}
     same: list  # the terms that give the same numbers here
-    columns: list  # every column, those proportional to another too
+    columns: list  # every column, those proportional to another too (None where the fit is far off)
     dF: dict  # the file's dF, by tap
 
 
@@ -677,6 +677,7 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
         if missing:
             raise RefstyleError(f"the file's dF:{missing[0]} names no layer refstyle computes")
         fit = fit_columns(columns, loss, grad, dF)
+        every = every if fit.error <= ROUGH else None  # a network that does not fit keeps no gradients (memory)
         done[json.dumps(n, sort_keys=True)] = (fit, shapes, same, every, dF)
         out.append(Tried(n, net, fit, shapes, same, every, dF))
     return out
@@ -723,6 +724,9 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
         closest = min(fits, key=lambda t: t.fit.error)
         net, fit = closest.network, closest.fit
         bad = [t for t, e in sorted(fit.dF_errors.items(), key=lambda te: _depth(te[0], arch)) if e > tol]
+        if closest.columns is None:
+            _, _, same, every = loss_columns(closest.net, x, photo, artworks, blend)
+            closest = closest._replace(same=same, columns=every)
         alone = _culprit(closest, loss, grad, tol, arch)
         bad = [alone] if alone is not None else bad
         where = (f"the gradient at {bad[0]} (dF off by {fit.dF_errors[bad[0]]:.2e}) is no combination of the terms "
