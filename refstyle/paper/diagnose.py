@@ -421,7 +421,7 @@ def record_from_fit(fit, network, shapes, H, W, arch, base, weights_input):
             data["alpha"] = 0.0
             depart(f"no content term, where {base.name} has one at {', '.join(map(_tap_text, theirs))}")
     else:
-        _fit_part(data, part, "content", "alpha", fitted, theirs, base, shapes, H, W, depart)
+        _fit_part(data, part, "content", "alpha", fitted, theirs, base, shapes, H, W, arch, depart)
     # the style: its Gram divisor first, which changes the factor of every layer
     fitted = {k[1]: (k[2], v) for k, v in coef.items() if k[0] == "style"}
     powers = {p for p, _ in fitted.values() if p is not None}
@@ -441,7 +441,7 @@ def record_from_fit(fit, network, shapes, H, W, arch, base, weights_input):
             data["beta"] = 0.0
             depart(f"no style term, where {base.name} has one")
     else:
-        _fit_part(data, part, "style", "beta", fitted, theirs, c, shapes, H, W, depart)
+        _fit_part(data, part, "style", "beta", fitted, theirs, c, shapes, H, W, arch, depart)
     # the total variation
     tv = {(k[1], k[2]): v for k, v in coef.items() if k[0] == "tv"}
     part = data.setdefault("tv", {})
@@ -459,11 +459,14 @@ def record_from_fit(fit, network, shapes, H, W, arch, base, weights_input):
             was = (f"{base.tv} × {_fmt(base.tv_weight)} {'in the loss' if base.tv_in_loss else 'in the gradient only'}"
                    if base.tv_weight > 0 else "none")
             depart(f"total variation {form} × {_fmt(w)} {where}, where {base.name} has {was}", n)
+    for part in ("content", "style", "tv"):
+        if not data.get(part, True):
+            del data[part]
     parse_record(data, "the fitted record")
     return Record(data, base.name, words, weight)
 
 
-def _fit_part(data, part, kind, factor, fitted, theirs, c, shapes, H, W, depart):
+def _fit_part(data, part, kind, factor, fitted, theirs, c, shapes, H, W, arch, depart):
     """Write one term's layers, weights and ``alpha``/``beta`` into ``data``; say how they depart from ``c``."""
     symbol = "α" if kind == "content" else "β"
     old = getattr(c, factor)
@@ -489,7 +492,13 @@ def _fit_part(data, part, kind, factor, fitted, theirs, c, shapes, H, W, depart)
                f"{name} has none")
         if not was:
             old = 1.0
-    part["layers"] = order
+    own = c.style_layers if kind == "style" else c.content_layers
+    if set(fitted) == set(theirs) and len(own) == len(order):  # the record's layers, in its names and order
+        taps = [tap_of(c, n, arch) for n in own]
+        w = [w[order.index(t)] for t in taps]
+        order = taps
+    else:
+        part["layers"] = order
     if kind == "style":
         part["normalise_weights"] = False
     if _uniform(w):
@@ -752,7 +761,8 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
     if stated is None:
         notes.append(f"x's numbers fit {describe_input(net.image)}: state it in THEIRS (key image, or the bridge's "
                      f"image=) before refstyle compare")
-    e = evaluate_record(record.data, weights, photo, artworks, x, arch)
+    data, e = tidy(record.data, weights, photo, artworks, x, arch, loss, grad, tol)
+    record = record._replace(data=data)
     return Diagnosis(record.data, record.base, record.words, undecided, abs(e.loss - loss) / abs(loss) if loss else
                      abs(e.loss), rel(e.grad, grad), True, None, tried, notes)
 
@@ -765,6 +775,35 @@ def _culprit(tried, loss, grad, tol, arch):
         if fit_columns(distinct, loss, grad, rest).error <= tol:
             return tap
     return None
+
+
+def _rounded(data, digits):
+    """The record with α, β, the TV weight and every listed layer weight rounded to ``digits`` significant digits."""
+    r = lambda v: float(f"{v:.{digits}g}")  # noqa: E731
+    out = copy.deepcopy(data)
+    for field in ("alpha", "beta"):
+        if isinstance(out.get(field), float):
+            out[field] = r(out[field])
+    for part in ("content", "style"):
+        if isinstance(out.get(part, {}).get("weights"), list):
+            out[part]["weights"] = [r(v) for v in out[part]["weights"]]
+    if isinstance(out.get("tv", {}).get("weight"), float):
+        out["tv"]["weight"] = r(out["tv"]["weight"])
+    return out
+
+
+def tidy(data, weights, photo, artworks, x, arch, loss, grad, tol):
+    """The record with its fitted numbers as short as still fit (3, then 6 significant digits), and its evaluation."""
+    for digits in (3, 6):
+        tidied = _rounded(data, digits)
+        e = evaluate_record(tidied, weights, photo, artworks, x, arch)
+        if _errors(e, loss, grad) <= tol:
+            return tidied, e
+    return data, evaluate_record(data, weights, photo, artworks, x, arch)
+
+
+def _errors(e, loss, grad):
+    return max(abs(e.loss - loss) / abs(loss) if loss else abs(e.loss), rel(e.grad, grad))
 
 
 def _depth(tap, arch):
