@@ -268,3 +268,16 @@ def test_a_file_that_states_no_image_space(tmp_path, capsys):
     assert "THEIRS is keras-example with 1 difference:\n  - input scaled by 256, not 255\n" in out, out
     assert "note: the file states no image space" in out and "x's numbers fit BGR 0..256" in out
     assert json.loads(fitted.read_text())["image"] == "lua"
+
+
+def test_float32_numbers_fit_at_the_tolerance_they_meet(tmp_path, capsys):
+    """An implementation in float32: its numbers off by about 1e-5. Not within 1e-6, but within --tol 1e-4."""
+    case = Case(tmp_path, "neural-style-pt")
+    rng = np.random.default_rng(0)
+    case.grad = (case.grad * (1 + 1e-5 * rng.standard_normal(case.grad.shape))).astype(np.float32)
+    case.loss = case.loss * (1 + 1e-5)
+    theirs = case.theirs(True)
+    status, out, err, fitted = diagnose(case, theirs, capsys)
+    assert status == 1 and "nothing fits" in out and "THEIRS holds float32 numbers" in out and "--tol 0.0001" in out
+    status, out, err, fitted = diagnose(case, theirs, capsys, "--tol", "1e-4")
+    assert status == 0 and "THEIRS is neural-style-pt: the built-in record reproduces it" in out, out

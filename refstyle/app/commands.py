@@ -229,6 +229,7 @@ def compare(args):
 
 
 DIAGNOSE_KEYS = ("x", "loss", "grad")  # what diagnose needs of a gradient file; F:, dF: help
+FLOAT32_TOL = 1e-4  # a tolerance that float32 numbers meet
 
 
 def _check_theirs(path, arrays):
@@ -271,6 +272,8 @@ def diagnose(args):
     result = diagnose_file(weights, photo, artworks, theirs, stated, arch=args.arch, tol=args.tol, blend=blend)
     print(f"THEIRS = {args.theirs}")
     print(result.format(args.tol))
+    if not result.fits and args.tol < FLOAT32_TOL and np.asarray(theirs["grad"]).dtype == np.float32:
+        print(f"note: THEIRS holds float32 numbers, which agree to about 1e-5: try --tol {FLOAT32_TOL:g}")
     if result.record is not None and args.output is not None:
         write_json(args.output, result.record)
         print(f"wrote {args.output}: refstyle grad {args.content} {' '.join(args.styles)} --weights {args.weights} "
