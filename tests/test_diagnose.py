@@ -263,7 +263,7 @@ def test_bad_files_are_one_line(tmp_path, capsys, change, message):
 def test_a_file_that_states_no_image_space(tmp_path, capsys):
     """Keras's example on images ×256, its file without the key image: x's numbers are tried in each space."""
     case = Case(tmp_path, "keras-example", scale=256)
-    status, out, err, fitted = diagnose(case, case.theirs(False, stated=False), capsys)
+    status, out, err, fitted = diagnose(case, case.theirs(True, stated=False), capsys)
     assert status == 0 and not err, out + err
     assert "THEIRS is keras-example with 1 difference:\n  - input scaled by 256, not 255\n" in out, out
     assert "note: the file states no image space" in out and "x's numbers fit BGR 0..256" in out

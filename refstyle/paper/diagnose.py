@@ -165,13 +165,15 @@ class Column(NamedTuple):
     dF: object = None
 
 
-def loss_columns(net, x, photo, artworks, blend=None):
+def loss_columns(net, x, photo, artworks, blend=None, only=None):
     """Every :class:`Column` at ``x`` on ``net``, the photograph and artworks preprocessed in its image space.
 
-    Returns the distinct columns, ``{tap: shape of F}``, the equivalences found (``[(kept key,
-    proportional keys)]``) and all the columns.
+    ``only``: the taps to build terms at (default: every layer, after and before its ReLU).
+    Returns the distinct columns, ``{tap: shape of F}`` (of every tap), the equivalences
+    found (``[(kept key, proportional keys)]``) and all the columns.
     """
     taps = [t for layer in conv_layers(net.arch) if layer in net.layers for t in (layer, layer + PRE_RELU)]
+    terms = taps if only is None else [t for t in taps if t in only]
     space = net.image
     P, _ = net.forward(preprocess(photo, "float64", space), taps)
     blend = [1.0 / len(artworks)] * len(artworks) if blend is None else blend
@@ -188,7 +190,7 @@ def loss_columns(net, x, photo, artworks, blend=None):
                 grams[p][t] = term if t not in grams[p] else grams[p][t] + term
     powers = [None] if same_size else list(GRAM_POWERS)
     columns = []
-    for t in taps:
+    for t in terms:
         Ft = np.asarray(F[t], np.float64)
         L, dL = content_loss(Ft, np.asarray(P[t], np.float64))
         columns.append(Column(("content", t), float(L), net.backward({t: dL}, cache), dL))
@@ -680,12 +682,17 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
         if not matters and json.dumps(twin, sort_keys=True) in done:
             out.append(Tried(n, net, *done[json.dumps(twin, sort_keys=True)]))
             continue
-        columns, shapes, same, every = loss_columns(net, x, photo, artworks, blend)
         dF = _their_dF(theirs, m.taps)
+        fit = None
+        if m.taps:  # the layers the file gives responses of first: the bridge gives every layer the loss takes
+            columns, shapes, same, every = loss_columns(net, x, photo, artworks, blend, set(m.taps.values()) | set(dF))
+            fit = fit_columns(columns, loss, grad, dF)
+        if fit is None or fit.error > tol:
+            columns, shapes, same, every = loss_columns(net, x, photo, artworks, blend)
+            fit = fit_columns(columns, loss, grad, dF)
         missing = [t for t in dF if t not in shapes]
         if missing:
             raise RefstyleError(f"the file's dF:{missing[0]} names no layer refstyle computes")
-        fit = fit_columns(columns, loss, grad, dF)
         every = every if fit.error <= ROUGH else None  # a network that does not fit keeps no gradients (memory)
         done[json.dumps(n, sort_keys=True)] = (fit, shapes, same, every, dF)
         out.append(Tried(n, net, fit, shapes, same, every, dF))
