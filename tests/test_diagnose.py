@@ -162,18 +162,23 @@ PERTURBED = [  # (the rewrite, changed in one place), the shape, with its respon
     (("keras-example", {"content_layer": "block4_conv2"}), SHAPE, True, "content at conv4_2, not conv5_2"),
     (("pytorch-tutorial", {"content_layers": ("relu_4",)}), SHAPE, False,
      "content at conv2_2, not conv2_2 before its ReLU"),
+    # -normalize_weights divides each strength by the target's longest side: style by N_l, content (conv4_2) by N = 8
+    (("neural-style-pt", {"normalize_weights": True}), SHAPE, True,
+     ("content weight α = 0.625, where neural-style-pt has 5", "style divided by N^3, where neural-style-pt divides by N^2")),
 ]
 
 
 @pytest.mark.parametrize("rewrite, shape, with_F, words", PERTURBED,
-                         ids=["uneven-style-weights", "x256", "floor", "content-layer", "after-relu"])
+                         ids=["uneven-style-weights", "x256", "floor", "content-layer", "after-relu", "normalised"])
 def test_a_changed_rewrite_is_named_with_its_difference(tmp_path, capsys, rewrite, shape, with_F, words):
     name, options = rewrite
     case = Case(tmp_path, name, shape=shape, **options)
     theirs = case.theirs(with_F)
     status, out, err, fitted = diagnose(case, theirs, capsys)
     assert status == 0 and not err, out + err
-    assert f"THEIRS is {name} with 1 difference:\n  - {words}\n" in out, out
+    words = (words,) if isinstance(words, str) else words
+    said = "".join(f"  - {w}\n" for w in words)
+    assert f"THEIRS is {name} with {len(words)} difference{'s' * (len(words) > 1)}:\n{said}" in out, out
     even = shape == SHAPE
     assert ("cannot decide: the pooling's rounding: ceil and floor give the same numbers here" in out) == even, out
     reproduces(case, theirs, fitted, capsys)

@@ -41,6 +41,7 @@ from ..nn.layers import POOLINGS, ROUNDINGS
 from ..nn.vgg import FILTERS, VGG
 from .build import build_network
 from .conventions import CONVENTIONS, RECORDS_DIR, FEED_IMAGE, parse_record, tap_of
+from .expressions import Expression
 from .images import preprocess
 from .losses import TV_FORMS, content_loss, gram, style_loss
 from .objective import build_objective
@@ -468,16 +469,57 @@ def record_from_fit(fit, network, shapes, H, W, arch, base, weights_input):
     return Record(data, base.name, words, weight)
 
 
+POWERS = range(-3, 4)  # the exponents of N_l and M_l a normalisation is looked for with
+
+
+def _power_law(r, shapes):
+    """``(k, a, b)`` with ``r_l = k N_l^a M_l^b`` for every layer, the simplest such; None if there is none."""
+    N = np.array([s[1] for s in shapes], np.float64)
+    M = np.array([math.prod(s[2:]) for s in shapes], np.float64)
+    for a, b in sorted(((a, b) for a in POWERS for b in POWERS if (a, b) != (0, 0)), key=lambda ab: abs(ab[0]) + abs(ab[1])):
+        q = np.asarray(r) / (N**a * M**b)
+        if _uniform(q):
+            return float(q[0]), a, b
+    return None
+
+
+def _divided(text, a, b):
+    r"""A divisor formula times :math:`N^{-a} M^{-b}`: merged where the formula is a monomial of N and M."""
+    D = Expression(text, ("N", "M", "H", "W"))
+    at = lambda n, m, h=3.0, w=5.0: D(N=n, M=m, H=h, W=w)  # noqa: E731
+    c0 = at(1.0, 1.0)
+    p, q = math.log2(at(2.0, 1.0) / c0), math.log2(at(1.0, 2.0) / c0)
+    monomial = (p == round(p) and q == round(q) and at(1.0, 1.0, 7.0, 11.0) == c0
+                and math.isclose(at(3.0, 5.0), c0 * 3**p * 5**q, rel_tol=1e-12))
+    if not monomial:
+        p, q, c0, head = 0, 0, 1.0, f"({text})"
+    else:
+        head = "" if c0 == 1 else _fmt(c0)
+    up, down = [head] if head else [], []
+    for symbol, e in (("N", round(p) - a), ("M", round(q) - b)):
+        if e:
+            (up if e > 0 else down).append(symbol if abs(e) == 1 else f"{symbol}^{abs(e)}")
+    text = "*".join(up) or "1"
+    return text + (f"/({'*'.join(down)})" if down else "")
+
+
 def _fit_part(data, part, kind, factor, fitted, theirs, c, shapes, H, W, arch, depart):
     """Write one term's layers, weights and ``alpha``/``beta`` into ``data``; say how they depart from ``c``."""
     symbol = "α" if kind == "content" else "β"
     old = getattr(c, factor)
     if set(fitted) == set(theirs):
         r = [fitted[t] / theirs[t] for t in theirs]
-        if _uniform(r):
-            if abs(r[0] - 1) > TOL:
-                data[factor] = old * r[0]
-                depart(f"{kind} weight {symbol} = {_fmt(old * r[0])}, where {c.name.removesuffix('-fitted')} has "
+        law = (r[0], 0, 0) if _uniform(r) else _power_law(r, [shapes[t] for t in theirs])
+        if law is not None:  # one factor, or a normalisation N_l^a M_l^b apart: the record's weights stay
+            k, a, b = law
+            if (a, b) != (0, 0):
+                divisor = c.style_divisor if kind == "style" else c.content_divisor
+                part["divide_by"] = _divided(divisor.text, a, b)
+                depart(f"{kind} divided by {part['divide_by']}, where {c.name.removesuffix('-fitted')} divides by "
+                       f"{divisor.text}")
+            if abs(k - 1) > TOL:
+                data[factor] = old * k
+                depart(f"{kind} weight {symbol} = {_fmt(old * k)}, where {c.name.removesuffix('-fitted')} has "
                        f"{_fmt(old)}")
             return
     order = [t for t in shapes if t in fitted]
