@@ -162,6 +162,9 @@ PERTURBED = [  # (the rewrite, changed in one place), the shape, with its respon
     (("keras-example", {"content_layer": "block4_conv2"}), SHAPE, True, "content at conv4_2, not conv5_2"),
     (("pytorch-tutorial", {"content_layers": ("relu_4",)}), SHAPE, False,
      "content at conv2_2, not conv2_2 before its ReLU"),
+    # the Lua code taps a conv output correctly when it is the last layer of its truncated network
+    (("neural-style", {"style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "conv5_1")}), SHAPE, False,
+     "style at conv5_1 before its ReLU, not conv5_1"),
     # -normalize_weights divides each strength by the target's longest side: style by N_l, content (conv4_2) by N = 8
     (("neural-style-pt", {"normalize_weights": True}), SHAPE, True,
      ("content weight α = 0.625, where neural-style-pt has 5", "style divided by N^3, where neural-style-pt divides by N^2")),
@@ -169,7 +172,8 @@ PERTURBED = [  # (the rewrite, changed in one place), the shape, with its respon
 
 
 @pytest.mark.parametrize("rewrite, shape, with_F, words", PERTURBED,
-                         ids=["uneven-style-weights", "x256", "floor", "content-layer", "after-relu", "normalised"])
+                         ids=["uneven-style-weights", "x256", "floor", "content-layer", "after-relu", "before-relu",
+                              "normalised"])
 def test_a_changed_rewrite_is_named_with_its_difference(tmp_path, capsys, rewrite, shape, with_F, words):
     name, options = rewrite
     case = Case(tmp_path, name, shape=shape, **options)

@@ -532,8 +532,15 @@ def _fit_part(data, part, kind, factor, fitted, theirs, c, shapes, H, W, arch, d
     if set(fitted) != set(theirs):
         taps = lambda ts: ", ".join(map(_tap_text, ts))  # noqa: E731
         was = [t for t in shapes if t in theirs]
-        depart(f"{kind} at {taps(order)}, not {taps(was)}" if was else f"a {kind} term at {taps(order)}, where "
-               f"{name} has none")
+        added, removed = [t for t in order if t not in was], [t for t in was if t not in order]
+        if not was:
+            depart(f"a {kind} term at {taps(order)}, where {name} has none")
+        elif added and removed:
+            depart(f"{kind} at {taps(added)}, not {taps(removed)}")
+        elif added:
+            depart(f"{kind} also at {taps(added)}")
+        else:
+            depart(f"no {kind} term at {taps(removed)}")
         if not was:
             old = 1.0
     own = c.style_layers if kind == "style" else c.content_layers
