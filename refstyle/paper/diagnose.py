@@ -727,6 +727,10 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
     matters = _rounding_matters(sizes, arch)
     out, done = [], {}
     for n, net, m in matches:
+        try:
+            net.forward(x, [conv_layers(net.arch)[-1]])
+        except RefstyleError:  # pooled to nothing before the last layer: a size this network cannot take
+            continue
         twin = n._replace(rounding=ROUNDINGS[0])
         if not matters and json.dumps(twin, sort_keys=True) in done:
             out.append(Tried(n, net, *done[json.dumps(twin, sort_keys=True)]))
