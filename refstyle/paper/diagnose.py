@@ -19,9 +19,13 @@ gradients ``dF:<layer>``) is explained in two steps.
    :math:`\alpha`, :math:`\beta`, the layer weights and the normalisations together
    (:func:`fit_columns`). A few thousand gradient entries pin it.
 
-The factors are then written as a record: the nearest built-in one with its fields
-changed where the fit says so (:func:`record_from_fit`), each change a sentence
-(``style weights ∝ 1 : 3 : 5 : 9 : 13 where gatys-pytorch has 1e3/N^2``). Choices the file
+The factors are then written as a record: the nearest built-in one (the fewest changes)
+with its fields changed where the fit says so (:func:`record_from_fit`), each change a
+sentence (``style weights ∝ 1 : 3 : 5 : 9 : 13, where gatys-pytorch has weights 1e3/N^2``;
+per-layer factors a power of :math:`N_l` and :math:`M_l` apart from the record's are a
+normalisation: ``style divided by N^3, where neural-style-pt divides by N^2``). Where the
+record's own factor for a term fits the file as well, it is kept (:func:`snap`), and the
+fitted numbers are written as short as still fit (:func:`tidy`). Choices the file
 cannot decide (floor or ceil at a size where they agree, the Gram divisor when the artwork
 has x's size) are named, not guessed: the record takes the built-in's value.
 """
@@ -584,7 +588,9 @@ class Diagnosis(NamedTuple):
         lines = []
         if self.fits and not self.words:
             lines.append(f"THEIRS is {self.base}: the built-in record reproduces it")
-        elif self.fits:
+        elif self.record is not None:
+            if not self.fits:
+                lines.append(f"nothing fits: {self.failure}")
             lines.append(f"THEIRS is {self.base} with {len(self.words)} difference{'s' * (len(self.words) != 1)}:")
             lines += [f"  - {w}" for w in self.words]
         else:
@@ -592,7 +598,7 @@ class Diagnosis(NamedTuple):
             lines.append(f"tried: {self.tried}")
         if self.record is not None:
             lines.append(f"fit: the loss to {self.loss_error:.2e}, the gradient to {self.grad_error:.2e} "
-                         f"(max relative error; it fits within {tol:g})")
+                         f"(max relative error of the record, evaluated as refstyle grad does; tolerance {tol:g})")
         lines += [f"cannot decide: {u}" for u in self.undecided]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -823,8 +829,11 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
                      f"image=) before refstyle compare")
     data, e = tidy(record.data, weights, photo, artworks, x, arch, loss, grad, tol)
     record = record._replace(data=data)
+    fits = _errors(e, loss, grad) <= tol  # the record, evaluated as refstyle grad will, reproduces the file
+    failure = None if fits else (f"the terms fit, but the record written from them, {record.base} with the changes "
+                                 f"below, reproduces the file only to {_errors(e, loss, grad):.2e}")
     return Diagnosis(record.data, record.base, record.words, undecided, abs(e.loss - loss) / abs(loss) if loss else
-                     abs(e.loss), rel(e.grad, grad), True, None, tried, notes)
+                     abs(e.loss), rel(e.grad, grad), fits, failure, tried, notes)
 
 
 def _culprit(tried, loss, grad, tol, arch):
