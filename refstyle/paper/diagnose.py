@@ -51,6 +51,7 @@ from .losses import TV_FORMS, content_loss, gram, style_loss
 from .objective import build_objective
 from .settings import Settings
 
+KERNELS = "fast"  # the networks' kernels: the same numbers as the reference ones (to float64 rounding here), sooner
 TOL = 1e-6  # a fit reproduces the file to this relative error (the yardstick's float64 agreement is ~1e-12)
 GRAM_POWERS = (0, 1)  # each image's Gram matrix divided by M_l^p (N_l only scales the term: a factor)
 MAX_ROWS = 4096  # gradient entries used in the least squares (all are used to measure the residual)
@@ -88,7 +89,7 @@ class Network(NamedTuple):
     filters: str
 
     def build(self, weights, arch):
-        return VGG(weights, arch=arch, pooling=self.pooling, dtype="float64", rounding=self.rounding,
+        return VGG(weights, arch=arch, pooling=self.pooling, dtype="float64", rounding=self.rounding, kernels=KERNELS,
                    image=self.image, feed=self.feed, filters=self.filters)
 
     def text(self):
@@ -668,7 +669,7 @@ class Tried(NamedTuple):
     """A network that explains the file's responses, and the least-squares fit of the loss terms on it."""
 
     network: Network
-    net: VGG
+    arch: str
     fit: Fit
     shapes: dict  # {tap: the shape of its response at x}
     same: list  # the terms that give the same numbers here
@@ -704,42 +705,43 @@ def snap(tried, coefficients, loss, grad, tol):
 
 
 def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blend, sizes, tol):
-    """Fit every candidate network that explains the file's responses: ``[(network, net, fit, shapes, same)]``.
+    """Fit every candidate network that explains the file's responses: a list of :class:`Tried`.
 
     A string instead: no network explains the responses, and where they stop being explained.
     Networks that differ only in a rounding these sizes cannot tell are fitted once.
     """
-    built = [n.build(weights, arch) for n in candidates]
-    arch = built[0].arch
-    keys = response_keys(theirs, arch)
-    matches = []
-    for n, net in zip(candidates, built):
+    keys, matches = None, []
+    for n in candidates:  # one network at a time: each holds its own copy of the weights
+        net = n.build(weights, arch)
+        arch = net.arch
+        keys = response_keys(theirs, arch) if keys is None else keys
         try:
             depth, taps, err = match_responses(net, x, theirs, keys, tol) if keys else (0, {}, 0.0)
         except RefstyleError:  # a size the network cannot take (pooling below 1 pixel)
             continue
-        matches.append((n, net, Match(n, depth, taps, err)))
+        matches.append((n, Match(n, depth, taps, err)))
     if not matches:
         raise RefstyleError(f"no network takes x of {x.shape[2]}×{x.shape[3]}: it is too small for VGG's poolings")
     if keys:
-        best = max(m.depth for *_, m in matches)
+        best = max(m.depth for _, m in matches)
         if best < len(keys):
             key, layer = keys[best]
-            close = min((m for *_, m in matches if m.depth == best), key=lambda m: m.error)
+            close = min((m for _, m in matches if m.depth == best), key=lambda m: m.error)
             where = f"the responses are explained up to {keys[best - 1][0]}, but" if best else "already"
             return (f"{where} no network explains {key} (the closest, {close.network.text()}, is off by "
                     f"{close.error:.2e} there): the weights or the network differ from {layer} on")
-        matches = [(n, net, m) for n, net, m in matches if m.depth == len(keys)]
+        matches = [(n, m) for n, m in matches if m.depth == len(keys)]
     matters = _rounding_matters(sizes, arch)
     out, done = [], {}
-    for n, net, m in matches:
+    for n, m in matches:
+        net = n.build(weights, arch)
         try:
             net.forward(x, [conv_layers(net.arch)[-1]])
         except RefstyleError:  # pooled to nothing before the last layer: a size this network cannot take
             continue
         twin = n._replace(rounding=ROUNDINGS[0])
         if not matters and json.dumps(twin, sort_keys=True) in done:
-            out.append(Tried(n, net, *done[json.dumps(twin, sort_keys=True)]))
+            out.append(Tried(n, arch, *done[json.dumps(twin, sort_keys=True)]))
             continue
         dF = _their_dF(theirs, m.taps)
         fit = None
@@ -754,7 +756,7 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
             raise RefstyleError(f"the file's dF:{missing[0]} names no layer refstyle computes")
         every = every if fit.error <= ROUGH else None  # a network that does not fit keeps no gradients (memory)
         done[json.dumps(n, sort_keys=True)] = (fit, shapes, same, every, dF)
-        out.append(Tried(n, net, fit, shapes, same, every, dF))
+        out.append(Tried(n, arch, fit, shapes, same, every, dF))
     return out
 
 
@@ -788,7 +790,10 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
         if isinstance(found, str):
             failure = failure or found
             continue
-        arch = found[0][1].arch
+        if not found:
+            failure = failure or f"every network pools x of {H}×{W} to nothing before its last layer: a larger x"
+            continue
+        arch = found[0].arch
         fits += found
         good = [t for t in fits if t.fit.error <= tol]
         if good:
@@ -800,7 +805,7 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
         net, fit = closest.network, closest.fit
         bad = [t for t, e in sorted(fit.dF_errors.items(), key=lambda te: _depth(te[0], arch)) if e > tol]
         if closest.columns is None:
-            _, _, same, every = loss_columns(closest.net, x, photo, artworks, blend)
+            _, _, same, every = loss_columns(closest.network.build(weights, arch), x, photo, artworks, blend)
             closest = closest._replace(same=same, columns=every)
         alone = _culprit(closest, loss, grad, tol, arch)
         bad = [alone] if alone is not None else bad
