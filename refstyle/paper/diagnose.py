@@ -732,32 +732,40 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
                     f"{close.error:.2e} there): the weights or the network differ from {layer} on")
         matches = [(n, m) for n, m in matches if m.depth == len(keys)]
     matters = _rounding_matters(sizes, arch)
-    out, done = [], {}
+    key = lambda n: json.dumps(n._replace(rounding=ROUNDINGS[0]) if not matters else n, sort_keys=True)  # noqa: E731
+    fitted, twins = {}, []  # {network: its best Tried so far}; networks fitted as their twin
     for n, m in matches:
-        net = n.build(weights, arch)
-        try:
-            net.forward(x, [conv_layers(net.arch)[-1]])
-        except RefstyleError:  # pooled to nothing before the last layer: a size this network cannot take
+        if key(n) in fitted or n in twins:
+            twins.append(n)
             continue
-        twin = n._replace(rounding=ROUNDINGS[0])
-        if not matters and json.dumps(twin, sort_keys=True) in done:
-            out.append(Tried(n, arch, *done[json.dumps(twin, sort_keys=True)]))
-            continue
-        dF = _their_dF(theirs, m.taps)
-        fit = None
-        if m.taps:  # the layers the file gives responses of first: the bridge gives every layer the loss takes
-            columns, shapes, same, every = loss_columns(net, x, photo, artworks, blend, set(m.taps.values()) | set(dF))
+        fitted[key(n)] = None
+    todo = [(n, m) for n, m in matches if n not in twins]
+    # the terms at the layers the file gives responses of (the bridge gives every layer the loss takes), then
+    # after each ReLU at every layer, then before it too: each only where nothing has fitted yet
+    post = {t for t in conv_layers(arch)}
+    stages = ([lambda m: set(m.taps.values()) | set(_their_dF(theirs, m.taps))] if keys else []) + [
+        lambda m: post, lambda m: None]
+    for stage, filters in ((stage, f) for stage in stages for f in FILTERS):  # filters transposed second at each
+        for n, m in todo:
+            if n.filters != filters or fitted[key(n)] is not None and fitted[key(n)].fit.error <= tol:
+                continue
+            net = n.build(weights, arch)
+            try:
+                net.forward(x, [conv_layers(arch)[-1]])
+            except RefstyleError:  # pooled to nothing before the last layer: a size this network cannot take
+                continue
+            dF = _their_dF(theirs, m.taps)
+            columns, shapes, same, every = loss_columns(net, x, photo, artworks, blend, stage(m))
+            missing = [t for t in dF if t not in shapes]
+            if missing:
+                raise RefstyleError(f"the file's dF:{missing[0]} names no layer refstyle computes")
             fit = fit_columns(columns, loss, grad, dF)
-        if fit is None or fit.error > tol:
-            columns, shapes, same, every = loss_columns(net, x, photo, artworks, blend)
-            fit = fit_columns(columns, loss, grad, dF)
-        missing = [t for t in dF if t not in shapes]
-        if missing:
-            raise RefstyleError(f"the file's dF:{missing[0]} names no layer refstyle computes")
-        every = every if fit.error <= ROUGH else None  # a network that does not fit keeps no gradients (memory)
-        done[json.dumps(n, sort_keys=True)] = (fit, shapes, same, every, dF)
-        out.append(Tried(n, arch, fit, shapes, same, every, dF))
-    return out
+            every = every if fit.error <= ROUGH else None  # a network that does not fit keeps no gradients (memory)
+            if fitted[key(n)] is None or fit.error < fitted[key(n)].fit.error:
+                fitted[key(n)] = Tried(n, arch, fit, shapes, same, every, dF)
+        if any(t is not None and t.fit.error <= tol for t in fitted.values()):
+            break
+    return [fitted[key(n)]._replace(network=n) for n, _ in matches if fitted[key(n)] is not None]
 
 
 def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, blend=None):
@@ -783,21 +791,13 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
              f"before each ReLU; content and style terms at every layer (Gram divided by 1 or M_l), each "
              f"total-variation form in the loss or the gradient only")
     sizes = [(H, W)] + [a.shape[:2] for a in artworks]
-    good, fits, failure = [], [], None
-    for filters in FILTERS:  # the filters transposed only where nothing fits them as stored
-        candidates = [n for n in networks(weights_input, stated) if n.filters == filters]
-        found = _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blend, sizes, tol)
-        if isinstance(found, str):
-            failure = failure or found
-            continue
-        if not found:
-            failure = failure or f"every network pools x of {H}×{W} to nothing before its last layer: a larger x"
-            continue
-        arch = found[0].arch
-        fits += found
-        good = [t for t in fits if t.fit.error <= tol]
-        if good:
-            break
+    found = _try(networks(weights_input, stated), weights, arch, x, loss, grad, theirs, photo, artworks, blend,
+                 sizes, tol)
+    failure, fits = (found, []) if isinstance(found, str) else (None, found)
+    if not isinstance(found, str) and not found:
+        failure = f"every network pools x of {H}×{W} to nothing before its last layer: a larger x"
+    arch = fits[0].arch if fits else arch
+    good = [t for t in fits if t.fit.error <= tol]
     if not good and not fits:
         return Diagnosis(None, None, [], [], math.nan, math.nan, False, failure, tried, notes)
     if not good:
