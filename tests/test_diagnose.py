@@ -150,7 +150,7 @@ def test_each_rewrite_is_diagnosed_as_its_record(tmp_path, capsys, name, with_F)
     # tf-tutorial's artwork is narrower than x: its Gram divisor M_l is decided; the others' is not, and is said so
     assert ("cannot decide: the Gram divisor's dependence on M_l" in out) == (name != "tf-tutorial"), out
     record = json.loads(fitted.read_text())
-    assert record["name"] == f"{name}-fitted"
+    assert record["name"] == f"{name}-fitted" and record["differences"] == []
     reproduces(case, theirs, fitted, capsys)
 
 
@@ -290,3 +290,20 @@ def test_float32_numbers_fit_at_the_tolerance_they_meet(tmp_path, capsys):
     assert status == 1 and "nothing fits" in out and "THEIRS holds float32 numbers" in out and "--tol 0.0001" in out
     status, out, err, fitted = diagnose(case, theirs, capsys, "--tol", "1e-4")
     assert status == 0 and "THEIRS is neural-style-pt: the built-in record reproduces it" in out, out
+
+
+def test_the_record_is_written_only_where_asked_and_allowed(tmp_path, capsys):
+    case, arrays = refstyle_case(tmp_path, capsys, "paper")
+    theirs = tmp_path / "theirs.npz"
+    np.savez(theirs, **arrays)
+    for name in ("fitted.txt", "fitted.json"):
+        (tmp_path / name).write_text("keep")
+        status = main(["diagnose", str(theirs), str(tmp_path / "photo.png"), str(tmp_path / "art.png"),
+                       "--weights", str(case.weights), "-o", str(tmp_path / name)])
+        out, err = capsys.readouterr()
+        assert status == 1 and not out and err.count("\n") == 1, err
+        assert ("must end in .json" if name.endswith(".txt") else "pass --force") in err
+        assert (tmp_path / name).read_text() == "keep"
+    assert main(["diagnose", str(theirs), str(tmp_path / "photo.png"), str(tmp_path / "art.png"),
+                 "--weights", str(case.weights)]) == 0  # no -o: the diagnosis alone
+    assert "THEIRS is paper" in capsys.readouterr().out

@@ -470,6 +470,8 @@ def record_from_fit(fit, network, shapes, H, W, arch, base, weights_input):
     for part in ("content", "style", "tv"):
         if not data.get(part, True):
             del data[part]
+    data["description"] = f"{base.name} as refstyle diagnose fitted it" + (": " + "; ".join(words) if words else "")
+    data["differences"] = list(words)
     parse_record(data, "the fitted record")
     return Record(data, base.name, words, weight)
 
@@ -727,9 +729,10 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
         if best < len(keys):
             key, layer = keys[best]
             close = min((m for _, m in matches if m.depth == best), key=lambda m: m.error)
-            where = f"the responses are explained up to {keys[best - 1][0]}, but" if best else "already"
-            return (f"{where} no network explains {key} (the closest, {close.network.text()}, is off by "
-                    f"{close.error:.2e} there): the weights or the network differ from {layer} on")
+            where = (f"the responses are explained up to {keys[best - 1][0]}, but no network explains {key}" if best
+                     else f"no network explains even the first response, {key}")
+            return (f"{where} (the closest, {close.network.text()}, is off by {close.error:.2e} there): the weights "
+                    f"or the network differ from {layer} on")
         matches = [(n, m) for n, m in matches if m.depth == len(keys)]
     matters = _rounding_matters(sizes, arch)
     key = lambda n: json.dumps(n._replace(rounding=ROUNDINGS[0]) if not matters else n, sort_keys=True)  # noqa: E731
