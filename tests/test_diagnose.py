@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 from conftest import require_torch
+from PIL import Image
 
 import peers
 from refstyle.app.cli import main
@@ -307,3 +308,29 @@ def test_the_record_is_written_only_where_asked_and_allowed(tmp_path, capsys):
     assert main(["diagnose", str(theirs), str(tmp_path / "photo.png"), str(tmp_path / "art.png"),
                  "--weights", str(case.weights)]) == 0  # no -o: the diagnosis alone
     assert "THEIRS is paper" in capsys.readouterr().out
+
+
+def test_a_script_that_does_not_know_its_convention_writes_the_file_with_the_bridge(tmp_path, capsys):
+    """The tutorial's script, its responses named by the layers they come from (not knowing they are taken before
+    the ReLU), its per-layer gradients from autograd: read back as the tutorial, the taps recognised as pre-ReLU."""
+    from test_bridge import TUTORIAL_STYLE, setup, tutorial_evaluation, tutorial_model
+
+    from refstyle.app.bridge import record_responses, write_gradient_file_from_torch
+
+    torch, layers, photo, art, x = setup(tmp_path, SHAPE)
+    model = tutorial_model(torch, layers)
+    F = record_responses(model, TUTORIAL_STYLE)
+    loss, _, _ = tutorial_evaluation(torch, model, photo, art, x, F)
+    named = dict(zip(["conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"], (F[n] for n in TUTORIAL_STYLE)))
+    theirs = tmp_path / "theirs.npz"
+    arrays = write_gradient_file_from_torch(theirs, x, named, loss, image="rgb01")
+    assert "dF:conv2_2" in arrays
+    case = Case.__new__(Case)
+    case.tmp_path, case.weights, case.extra = tmp_path, tmp_path / "vgg19_features.pth", ["--weights-input", "torchvision"]
+    status = main(["diagnose", str(theirs), str(tmp_path / "photo.png"), str(tmp_path / "art.png"),
+                   "--weights", str(case.weights), *case.extra, "-o", str(tmp_path / "fitted.json")])
+    out = capsys.readouterr().out
+    assert status == 0 and "THEIRS is pytorch-tutorial: the built-in record reproduces it" in out, out
+    case.photo, case.art = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("photo", "art"))
+    case.x = x.detach().numpy()
+    reproduces(case, theirs, tmp_path / "fitted.json", capsys)
