@@ -562,7 +562,7 @@ def _fit_part(data, part, kind, factor, fitted, theirs, c, shapes, H, W, arch, d
     if _uniform(w):
         data[factor] = old * w[0]
         part["weights"] = "1"
-        if abs(w[0] - 1) > TOL and set(fitted) == set(theirs):
+        if abs(w[0] - 1) > TOL and theirs:  # a term where the record has none is said above
             depart(f"{kind} weight {symbol} = {_fmt(old * w[0])}, where {name} has {_fmt(old)}")
         return
     part["weights"] = w
@@ -632,10 +632,9 @@ def _key_text(key):
     return f"{key[0]} at {_tap_text(key[1])}" + (f" (Gram divided by M_l^{key[2]})" if key[0] == "style" and key[2] is not None else "")
 
 
-def _undecided(candidates, same, used):
+def _undecided(nets, same, used):
     """Sentences for the choices the file cannot decide: between the networks that fit, and equal columns."""
     out = []
-    nets = candidates
     for field, what in (("image", "the space of x"), ("feed", "what conv1_1 is fed"), ("pooling", "the pooling"),
                         ("rounding", "the pooling's rounding"), ("filters", "the filters' orientation")):
         values = _differs([json.dumps(getattr(n, field), sort_keys=True) for n in nets])
