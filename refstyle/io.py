@@ -11,6 +11,7 @@ from .errors import RefstyleError
 OUTPUT_FORMATS = {
     ".png": "PNG (lossless, with the run's settings in a text chunk; convert it afterwards for another format)",
     ".npz": "NumPy .npz archives",
+    ".json": "JSON (a convention record)",
 }
 
 
@@ -75,6 +76,16 @@ def write_npz(path, arrays):
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
+
+
+def write_json(path, data):
+    """A JSON document (indented, UTF-8, a final newline), atomically (see :func:`atomic_path`)."""
+    import json
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
 
 
 def file_sha256(path, chunk=1 << 22):

@@ -27,6 +27,7 @@ from ..paper.conventions import (
     PAPER_STYLE_LAYERS,
     get_convention,
 )
+from ..paper.diagnose import TOL as DIAGNOSE_TOL
 from ..paper.images import SKIMAGE_PHOTOS
 from ..paper.optimize import OPTIMIZERS
 from ..version import __version__
@@ -339,6 +340,30 @@ def build_parser():
     _add_model_options(explain, weights_required=False)
     _add_convention(explain)
     explain.set_defaults(run=commands.explain)
+
+    diag = subcommands.add_parser(
+        "diagnose", help="infer an implementation's convention from its gradient file, and write it as a record",
+        description="Fit a convention record to THEIRS, a gradient file of another implementation (at least x, loss "
+        "and grad; better with its F:<layer> and dF:<layer>), made from CONTENT and STYLE with the same weights: "
+        "say how it departs from the nearest built-in record, how well it fits, and what the file cannot decide "
+        "(README, 'Validating another implementation').",
+    )
+    diag.add_argument("theirs", metavar="THEIRS.npz", help="the implementation's gradient file")
+    diag.add_argument("content", metavar="CONTENT", help="the photograph it used")
+    diag.add_argument("styles", metavar="STYLE", nargs="+", help="the artworks it used")
+    diag.add_argument("-o", "--output", metavar="FITTED.json",
+                      help="write the fitted record here (then: refstyle grad --convention FITTED.json)")
+    diag.add_argument("--force", action="store_true", help="overwrite FITTED.json if it exists")
+    diag.add_argument("--weights", required=True, metavar="FILE|NAME", help="the VGG weights the implementation used")
+    diag.add_argument("--arch", choices=ARCHS, help="vgg19 or vgg16 (default: from the weights)")
+    _add_weights_input(diag)
+    diag.add_argument("--style-scale", type=_positive, default=1.0,
+                      help="the artworks' longer side relative to x's, as the implementation sized them (default 1)")
+    diag.add_argument("--style-blend", type=_weight_list, metavar="V1,V2,...",
+                      help="weights of several style images (default: equal)")
+    diag.add_argument("--tol", type=_positive, default=DIAGNOSE_TOL,
+                      help=f"largest relative error of a fit (default {DIAGNOSE_TOL:g})")
+    diag.set_defaults(run=commands.diagnose)
 
     compare = subcommands.add_parser("compare", help="compare two gradient .npz files array by array")
     compare.add_argument("a", metavar="A.npz")

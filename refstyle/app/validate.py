@@ -111,8 +111,8 @@ def check_file_kind(path, kinds, expected):
 GRADIENT_FILE = "a gradient file is a NumPy .npz archive (numpy.savez of x, loss, ..., grad: refstyle grad --help)"
 
 
-def read_gradient_file(path):
-    """Read a gradient file into a dict of arrays (no pickle); a clear error if it is not one."""
+def read_gradient_file(path, required=REQUIRED_KEYS):
+    """Read a gradient file into a dict of arrays (no pickle); a clear error if it is not one or lacks a ``required`` key."""
     check_file_kind(path, ("npz", "zip"), GRADIENT_FILE)  # a zip of other members: its keys are missing
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -121,7 +121,7 @@ def read_gradient_file(path):
         raise RefstyleError(f"{path}: no such file") from None
     except Exception as e:  # zipfile.BadZipFile, ValueError, OSError: not an .npz we can read
         raise RefstyleError(f"{path}: not a readable .npz gradient file ({e})") from None
-    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    missing = [k for k in required if k not in arrays]
     if missing:
         raise RefstyleError(f"{path}: a gradient file needs the keys {', '.join(missing)} (see refstyle grad --help)")
     for key, v in arrays.items():
