@@ -504,3 +504,21 @@ def test_style_shares_is_the_papers_style_loss_and_its_largest_channel(tmp_path,
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split() == ["painting", *layers] and lines[2].startswith("  art.png")
     assert lines[2].count("%)") == len(layers)
+
+
+def test_cells_are_drawn_at_their_own_resolution(tmp_path):
+    """A grid of 400-pixel cells is drawn with at least 400 pixels of PNG across each cell (at 100 dpi a
+    cell's axes are about 200 pixels wide): a cell's pixels are never resampled down. A stripe pattern
+    one pixel wide survives only so."""
+    grid = parse_grid(TINY)
+    stripes = np.zeros((300, 400, 3), np.uint8)
+    stripes[:, ::2] = 255
+    result = figures.FigureResult({(r, c): stripes for r in range(2) for c in range(2)}, 4, 0, {})
+    out = tmp_path / "g.png"
+    figures.draw_grid(grid, result, out)
+    with Image.open(out) as im:
+        png = np.asarray(im.convert("L"), dtype=float)
+    assert png.shape[1] >= 2 * 400
+    row = png[png.shape[0] * 3 // 4]  # across the second row's cells
+    jumps = np.abs(np.diff(row)) > 200  # black-white edges: about one per cell pixel where drawn
+    assert jumps.sum() >= 2 * 400 * 0.9

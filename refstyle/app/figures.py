@@ -727,4 +727,8 @@ def draw_grid(grid, result, path, caption="", meta=None):
     fig.suptitle(grid.title, fontsize=9, y=1 - 0.12 / fig_h, va="top")
     if caption:
         fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=6, color="0.3")
-    write_png(fig, path, text=None if meta is None else {"refstyle": json.dumps(meta, default=str)})
+    # at least one pixel of the PNG per pixel of the widest cell, so that a cell of 256 pixels is drawn
+    # at its own resolution (a cell's axes are about `width` inches wide: 200 pixels at 100 dpi)
+    cell_px = max((s[1] for s in shapes), default=0)
+    dpi = max(100, int(np.ceil(cell_px / (axes[0][0].get_position().width * fig_w))))
+    write_png(fig, path, dpi=dpi, text=None if meta is None else {"refstyle": json.dumps(meta, default=str)})
