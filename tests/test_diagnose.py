@@ -9,6 +9,7 @@ place in words.
 
 import functools
 import json
+import re
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from PIL import Image
 import peers
 from refstyle.app.cli import main
 from refstyle.nn.inputs import CAFFE_INPUT, LUA_INPUT, RGB01_INPUT
-from refstyle.paper.conventions import get_convention, tap_of
+from refstyle.paper.conventions import CONVENTIONS, get_convention, tap_of
 from test_reproduce import WIDTHS, caffe_weights_file, float32_layers, images, keras_weights_file, run_grad
 
 SHAPE = (32, 32)
@@ -88,6 +89,10 @@ class Case:
             space = functools.partial(peers.neural_style_pt_image_space, scale=scale)
             self.space = CAFFE_INPUT if scale == 255 else LUA_INPUT
             run = lambda p, a, x, d: peers.keras_example(torch, layers, p, a, x, diagnostics=d, **peer_options)  # noqa: E731
+        elif name == "paper":
+            self.weights = caffe_weights_file(tmp_path, layers)
+            space, self.space = peers.paper_image_space, CAFFE_INPUT
+            run = lambda p, a, x, d: peers.paper(torch, layers, p, a, x, diagnostics=d, **peer_options)  # noqa: E731
         elif name == "anishathalye":
             from test_matconvnet import write_mat
 
@@ -125,7 +130,12 @@ def diagnose(case, theirs, capsys, *extra):
     status = main(["diagnose", str(theirs), str(case.tmp_path / "photo.png"), str(case.tmp_path / "art.png"),
                    "--weights", str(case.weights), *case.extra, "-o", str(fitted), "--force", *extra])
     out, err = capsys.readouterr()
-    return status, out, err, fitted
+    return status, out, without_progress(err), fitted
+
+
+def without_progress(err):
+    """stderr without diagnose's progress lines (``diagnose: networks [...]``, ``diagnose: fits [...]``)."""
+    return "".join(line for line in err.splitlines(keepends=True) if not line.startswith("diagnose: "))
 
 
 def reproduces(case, theirs, fitted, capsys):
@@ -136,8 +146,7 @@ def reproduces(case, theirs, fitted, capsys):
     assert status == 0, out
 
 
-BUILT_IN = ["neural-style-pt", "neural-style-pt-x256", "neural-style", "pytorch-tutorial", "gatys-pytorch",
-            "tf-tutorial", "keras-example", "anishathalye"]
+BUILT_IN = list(CONVENTIONS)  # every built-in record has its rewrite in Case (an unknown name is a ValueError there)
 
 
 @pytest.mark.parametrize("with_F", [True, False], ids=["responses", "loss-and-grad"])
@@ -190,7 +199,7 @@ def test_a_changed_rewrite_is_named_with_its_difference(tmp_path, capsys, rewrit
 
 
 def refstyle_case(tmp_path, capsys, convention, shape=SHAPE):
-    """THEIRS from refstyle grad itself (with F:, dF: and the per-layer terms): the paper has no other rewrite here."""
+    """THEIRS from refstyle grad itself, with F:, dF: and the per-layer terms (the paper's own rewrite is peers.paper)."""
     photo, art, start, rng = images(shape, 12)
     weights = caffe_weights_file(tmp_path, float32_layers(rng))
     x = peers.neural_style_pt_image_space(start) + rng.standard_normal((1, 3) + shape)
@@ -307,7 +316,11 @@ def test_the_record_is_written_only_where_asked_and_allowed(tmp_path, capsys):
         assert (tmp_path / name).read_text() == "keep"
     assert main(["diagnose", str(theirs), str(tmp_path / "photo.png"), str(tmp_path / "art.png"),
                  "--weights", str(case.weights)]) == 0  # no -o: the diagnosis alone
-    assert "THEIRS is paper" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "THEIRS is paper" in out
+    # progress on stderr (a line each 5 s off a terminal, and at the end): the networks, then the fits, each to its end
+    for what in ("networks", "fits"):
+        assert re.search(rf"^diagnose: {what} \[#+\] (\d+)/\1 ", err, re.M), err
 
 
 def test_a_script_that_does_not_know_its_convention_writes_the_file_with_the_bridge(tmp_path, capsys):
@@ -331,6 +344,7 @@ def test_a_script_that_does_not_know_its_convention_writes_the_file_with_the_bri
                    "--weights", str(case.weights), *case.extra, "-o", str(tmp_path / "fitted.json")])
     out = capsys.readouterr().out
     assert status == 0 and "THEIRS is pytorch-tutorial: the built-in record reproduces it" in out, out
+    assert "--weights-input torchvision --convention" in out and "numpy.load('" in out  # the next command, whole
     case.photo, case.art = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("photo", "art"))
     case.x = x.detach().numpy()
     reproduces(case, theirs, tmp_path / "fitted.json", capsys)

@@ -269,14 +269,34 @@ def diagnose(args):
     if blend is not None and len(blend) != len(artworks):
         raise RefstyleError(f"{len(artworks)} style images but {len(blend)} --style-blend weights")
     blend = None if blend is None else [v / sum(blend) for v in blend]
-    result = diagnose_file(weights, photo, artworks, theirs, stated, arch=args.arch, tol=args.tol, blend=blend)
+    bar = {}  # {what: its Progress}: one bar for the networks passed through, then one for the fits
+
+    def progress(what, done, total):
+        if what not in bar:
+            for b in bar.values():
+                b.close()
+            bar.clear()
+            bar[what] = Progress(total, label=f"diagnose: {what} ", unit=what)
+        bar[what].total = total
+        bar[what].update(done)
+
+    try:
+        result = diagnose_file(weights, photo, artworks, theirs, stated, arch=args.arch, tol=args.tol, blend=blend,
+                               progress=progress)
+    finally:
+        for b in bar.values():
+            b.close()  # ends a progress line on a terminal, so that what follows starts on a line of its own
     print(f"THEIRS = {args.theirs}")
     print(result.format(args.tol))
     if not result.fits and args.tol < FLOAT32_TOL and np.asarray(theirs["grad"]).dtype == np.float32:
         print(f"note: THEIRS holds float32 numbers, which agree to about 1e-5: try --tol {FLOAT32_TOL:g}")
     if result.record is not None and args.output is not None:
         write_json(args.output, result.record)
-        print(f"wrote {args.output}: refstyle grad {args.content} {' '.join(args.styles)} --weights {args.weights} "
+        same = "".join(f" {option} {value}" for option, value in (
+            ("--weights-input", args.weights_input), ("--style-scale", args.style_scale if args.style_scale != 1 else None),
+            ("--style-blend", ",".join(f"{v:g}" for v in args.style_blend) if args.style_blend else None)) if value)
+        print(f"wrote {args.output}: with X.npy THEIRS's x (numpy.save('X.npy', numpy.load('{args.theirs}')['x'])), "
+              f"refstyle grad {args.content} {' '.join(args.styles)} --weights {args.weights}{same} "
               f"--convention {args.output} --x X.npy --dtype float64 -o OURS.npz, then refstyle compare OURS.npz "
               f"{args.theirs}")
     return 0 if result.fits else 1

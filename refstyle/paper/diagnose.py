@@ -705,14 +705,16 @@ def snap(tried, coefficients, loss, grad, tol):
     return fit
 
 
-def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blend, sizes, tol):
+def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blend, sizes, tol, progress):
     """Fit every candidate network that explains the file's responses: a list of :class:`Tried`.
 
     A string instead: no network explains the responses, and where they stop being explained.
     Networks that differ only in a rounding these sizes cannot tell are fitted once.
+    ``progress(what, done, total)`` is told of each network passed through and each fitted.
     """
     keys, matches = None, []
-    for n in candidates:  # one network at a time: each holds its own copy of the weights
+    for i, n in enumerate(candidates):  # one network at a time: each holds its own copy of the weights
+        progress("networks", i, len(candidates))
         net = n.build(weights, arch)
         arch = net.arch
         keys = response_keys(theirs, arch) if keys is None else keys
@@ -721,6 +723,7 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
         except RefstyleError:  # a size the network cannot take (pooling below 1 pixel)
             continue
         matches.append((n, Match(n, depth, taps, err)))
+    progress("networks", len(candidates), len(candidates))
     if not matches:
         raise RefstyleError(f"no network takes x of {x.shape[2]}×{x.shape[3]}: it is too small for VGG's poolings")
     if keys:
@@ -747,9 +750,14 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
     post = {t for t in conv_layers(arch)}
     stages = ([lambda m: set(m.taps.values()) | set(_their_dF(theirs, m.taps))] if keys else []) + [
         lambda m: post, lambda m: None]
+    done, total = 0, len(stages) * len(todo)
     for stage, filters in ((stage, f) for stage in stages for f in FILTERS):  # filters transposed second at each
         for n, m in todo:
-            if n.filters != filters or fitted[key(n)] is not None and fitted[key(n)].fit.error <= tol:
+            if n.filters != filters:
+                continue
+            progress("fits", done, total)
+            done += 1
+            if fitted[key(n)] is not None and fitted[key(n)].fit.error <= tol:
                 continue
             net = n.build(weights, arch)
             try:
@@ -767,17 +775,22 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
                 fitted[key(n)] = Tried(n, arch, fit, shapes, same, every, dF)
         if any(t is not None and t.fit.error <= tol for t in fitted.values()):
             break
+    progress("fits", done, done)  # the stages left are not needed
     return [fitted[key(n)]._replace(network=n) for n, _ in matches if fitted[key(n)] is not None]
 
 
-def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, blend=None):
+def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, blend=None, progress=None):
     r"""Fit a convention record to an implementation's gradient file: a :class:`Diagnosis`.
 
     ``weights``: loaded (unfolded) weights; ``photo``, ``artworks``: RGB 0..255 at x's
     size and the sizes the implementation used; ``theirs``: the file's arrays (``x``,
     ``loss``, ``grad``, optional ``F:``/``dF:``), checked; ``stated``: the image space the
     file states for ``x``, or None (then each named space takes x's numbers as they are).
+    ``progress(what, done, total)``: told of each candidate network passed through
+    (``"networks"``) and each least-squares fit (``"fits"``; the last call has
+    ``done == total``), for a long diagnosis (real weights without ``F:`` take a minute).
     """
+    progress = progress or (lambda what, done, total: None)
     if arch is None:
         arch = getattr(weights, "meta", {}).get("arch")
     weights_input = dict(getattr(weights, "meta", {}).get("input") or INPUTS["caffe"])
@@ -794,7 +807,7 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
              f"total-variation form in the loss or the gradient only")
     sizes = [(H, W)] + [a.shape[:2] for a in artworks]
     found = _try(networks(weights_input, stated), weights, arch, x, loss, grad, theirs, photo, artworks, blend,
-                 sizes, tol)
+                 sizes, tol, progress)
     failure, fits = (found, []) if isinstance(found, str) else (None, found)
     if not isinstance(found, str) and not found:
         failure = f"every network pools x of {H}×{W} to nothing before its last layer: a larger x"
