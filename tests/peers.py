@@ -1368,7 +1368,7 @@ def paper_image_space(rgb_uint8):
 
 
 def paper(torch, layers, content_x, style_x, x, *, alpha=1e-3, beta=1.0, content_layers=PAPER_CONTENT_LAYERS,
-          style_layers=PAPER_STYLE_LAYERS, pooling="avg", diagnostics=None):
+          style_layers=PAPER_STYLE_LAYERS, pooling="avg", gram_over_M=False, diagnostics=None):
     r"""The paper's :math:`\mathcal L_{total}` at ``x`` and its gradient (autograd), from its equations.
 
     ``layers``: the Caffe VGG19 as ``{"conv1_1": (W, b), ...}`` (input channels BGR);
@@ -1383,6 +1383,9 @@ def paper(torch, layers, content_x, style_x, x, *, alpha=1e-3, beta=1.0, content
     - style (eq. 4, 5): :math:`E_l = \frac{1}{4N_l^2M_l^2}\sum_{ij}(G^l_{ij} - A^l_{ij})^2`,
       :math:`\mathcal L_{style} = \sum_l w_l E_l`, :math:`w_l = 1/5` at conv1_1 ... conv5_1;
     - total (eq. 7): :math:`\alpha\mathcal L_{content} + \beta\mathcal L_{style}`, :math:`\alpha/\beta = 10^{-3}`.
+
+    ``gram_over_M``: a variant, not the paper: each image's Gram matrix divided by its own
+    :math:`M_l` (as many rewrites normalise it), :math:`E_l` otherwise as eq. 4.
     """
     F = torch.nn.functional
     params = _vgg19_params(torch, layers)
@@ -1396,7 +1399,7 @@ def paper(torch, layers, content_x, style_x, x, *, alpha=1e-3, beta=1.0, content
 
     def G(h):
         h = h.reshape(h.shape[1], -1)
-        return h @ h.T
+        return h @ h.T / (h.shape[1] if gram_over_M else 1)
 
     terms = {"content": {}, "style": {}, "tv": 0.0}
     for n in content_layers:

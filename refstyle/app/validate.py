@@ -39,6 +39,7 @@ from ..io import pyplot, write_npz, write_png
 from ..nn.arch import VGG19_LAYERS, block_of
 from ..nn.inputs import CAFFE_INPUT, InputStage, describe_input, is_input_convention, pixel_text
 from ..paper.conventions import CONVENTIONS, get_convention
+from ..paper.diagnose import relative_error  # compare's measure, the fit's too
 
 REQUIRED_KEYS = ("x", "loss", "loss_content", "loss_style", "grad")
 SEPARABLE_KEYS = ("loss_content", "loss_style")  # NaN: the writer gave only the total loss
@@ -225,12 +226,6 @@ def non_finite(a, b, names=("A", "B")):
         if kinds:
             found.append(f"{' and '.join(kinds)} in {name}")
     return ", ".join(found) if found else None
-
-
-def relative_error(x, y):
-    """``max|x - y| / max(|x|, |y|)`` (0 for two zero arrays), the table's error measure."""
-    scale = max(np.max(np.abs(x)), np.max(np.abs(y))) if x.size else 0.0
-    return float(np.max(np.abs(x - y)) / scale) if scale > 0 else 0.0
 
 
 def compare_arrays(a, b, tol=1e-4):

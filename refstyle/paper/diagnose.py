@@ -41,7 +41,7 @@ from scipy.optimize import nnls
 from ..errors import RefstyleError
 from ..nn.arch import ARCHS, PRE_RELU, conv_layers, split_tap
 from ..nn.inputs import INPUTS, InputStage, describe_input, name_of_input
-from ..nn.layers import POOLINGS, ROUNDINGS
+from ..nn.layers import POOLINGS, ROUNDINGS, pool_output_size
 from ..nn.vgg import FILTERS, VGG
 from .build import build_network
 from .conventions import CONVENTIONS, RECORDS_DIR, FEED_IMAGE, parse_record, tap_of
@@ -53,15 +53,16 @@ from .settings import Settings
 
 KERNELS = "fast"  # the networks' kernels: the same numbers as the reference ones (to float64 rounding here), sooner
 TOL = 1e-6  # a fit reproduces the file to this relative error (the yardstick's float64 agreement is ~1e-12)
-GRAM_POWERS = (0, 1)  # each image's Gram matrix divided by M_l^p (N_l only scales the term: a factor)
+GRAM_DIVIDE_BY = {0: "1", 1: "M"}  # each image's Gram matrix divided by M_l^p: p and the record's gram_divide_by
+GRAM_POWERS = tuple(GRAM_DIVIDE_BY)  # (N_l in the divisor only scales the term: a factor the fit finds)
 MAX_ROWS = 4096  # gradient entries used in the least squares (all are used to measure the residual)
 NEGLIGIBLE = 1e-10  # a fitted term contributing less than this (relative) is left out
 ROUGH = 1e-4  # a least-squares residual below which a fit is pruned of the terms it does without
 SPARE = 1e-9  # a term is done without when leaving it out keeps the residual under this (or twice what it was)
 
 
-def rel(a, b):
-    """``max|a − b| / max(|a|, |b|)``: compare's measure (0 for two zero arrays)."""
+def relative_error(a, b):
+    """``max|a − b| / max(|a|, |b|)`` (0 for two zero arrays): the one measure of agreement, compare's and the fit's."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     scale = max(np.max(np.abs(a)), np.max(np.abs(b))) if a.size else 0.0
     return float(np.max(np.abs(a - b)) / scale) if scale > 0 else 0.0
@@ -70,6 +71,11 @@ def rel(a, b):
 def _tap_text(tap):
     layer, pre = split_tap(tap)
     return f"{layer} before its ReLU" if pre else layer
+
+
+def _symbols(text):
+    """A divisor as the sentences write it: ``M`` is ``M_l``, ``N`` is ``N_l``."""
+    return text.replace("M", "M_l").replace("N", "N_l")
 
 
 def _fmt(v):
@@ -146,7 +152,7 @@ def match_responses(net, x, theirs, keys, tol):
         errors = {}
         for tap in ([layer + PRE_RELU] if wanted_pre else [layer, layer + PRE_RELU]):
             ours = np.asarray(F[tap], np.float64)
-            errors[tap] = rel(ours, want) if ours.shape == want.shape else math.inf
+            errors[tap] = relative_error(ours, want) if ours.shape == want.shape else math.inf
         tap = min(errors, key=errors.get)
         if errors[tap] > tol:
             return i, found, errors[tap]
@@ -161,7 +167,7 @@ class Column(NamedTuple):
     r"""One term an implementation can build: its value (0 for a term in the gradient only) and :math:`\partial/\partial x`.
 
     ``key``: ``("content", tap)``, ``("style", tap, p)`` (Gram matrices divided by :math:`M_l^p`;
-    ``p`` None where the artworks have x's :math:`M_l` and it cannot matter), ``("tv", form, in_loss)``.
+    ``p`` None where the artworks have x's :math:`M_l` at that tap and it cannot matter), ``("tv", form, in_loss)``.
     ``dF``: the term's derivative at its own tap (None for TV).
     """
 
@@ -185,22 +191,22 @@ def loss_columns(net, x, photo, artworks, blend=None, only=None):
     blend = [1.0 / len(artworks)] * len(artworks) if blend is None else blend
     F, cache = net.forward(x, taps)
     M_x = {t: F[t][0, 0].size for t in taps}
-    grams, same_size = {p: {} for p in GRAM_POWERS}, True
+    grams, same_size = {p: {} for p in GRAM_POWERS}, dict.fromkeys(taps, True)
     for v, a in zip(blend, artworks):
         Fa, _ = net.forward(preprocess(a, "float64", space), taps)
         for t in taps:
             M_a = Fa[t][0, 0].size
-            same_size &= M_a == M_x[t]
+            same_size[t] &= M_a == M_x[t]
             for p in GRAM_POWERS:
                 term = gram(np.asarray(Fa[t], np.float64)) * (v * (M_x[t] / M_a) ** p)
                 grams[p][t] = term if t not in grams[p] else grams[p][t] + term
-    powers = [None] if same_size else list(GRAM_POWERS)
     columns = []
     for t in terms:
         Ft = np.asarray(F[t], np.float64)
         L, dL = content_loss(Ft, np.asarray(P[t], np.float64))
         columns.append(Column(("content", t), float(L), net.backward({t: dL}, cache), dL))
-        for p in powers:
+        # where every artwork has x's M_l at t (the same size, or one that pools to it) the divisor cannot matter
+        for p in [None] if same_size[t] else GRAM_POWERS:
             E, dE = style_loss(Ft, grams[0 if p is None else p][t])
             columns.append(Column(("style", t, p), float(E), net.backward({t: dE}, cache), dE))
     for form, tv in TV_FORMS.items():
@@ -235,7 +241,7 @@ class Fit(NamedTuple):
     loss: float  # the loss the fit reproduces
     grad: np.ndarray
     loss_error: float  # |L_fit − L| / |L|
-    grad_error: float  # rel(grad_fit, grad)
+    grad_error: float  # relative_error(grad_fit, grad)
     dF_errors: dict  # {dF: key: rel error} where the file has dF
 
     @property
@@ -306,9 +312,9 @@ def _fit(columns, coefficients, loss, grad, dF):
     for tap, d in (dF or {}).items():
         ours = sum((coefficients[c.key] * c.dF for c in columns if c.key in coefficients and c.dF is not None
                     and c.key[1] == tap), np.zeros_like(d))
-        dF_errors[tap] = rel(ours, d)
+        dF_errors[tap] = relative_error(ours, d)
     loss_error = abs(L - loss) / abs(loss) if loss != 0 else abs(L)
-    return Fit(coefficients, float(L), g, float(loss_error), rel(g, grad), dF_errors)
+    return Fit(coefficients, float(L), g, float(loss_error), relative_error(g, grad), dF_errors)
 
 
 # --- 3. the factors as a record -----------------------------------------------------------------
@@ -438,8 +444,8 @@ def record_from_fit(fit, network, shapes, H, W, arch, base, weights_input):
         raise RefstyleError("the fit divides the Gram matrices of different layers differently: no record says so")
     if powers and powers != {gram_power(base)}:
         (p,) = powers
-        part["gram_divide_by"] = "M" if p == 1 else "1"
-        depart(f"each Gram matrix divided by {'M_l' if p == 1 else '1'}, where {base.name} divides it by "
+        part["gram_divide_by"] = GRAM_DIVIDE_BY[p]
+        depart(f"each Gram matrix divided by {_symbols(GRAM_DIVIDE_BY[p])}, where {base.name} divides it by "
                f"{base.gram_divisor.text}")
     fitted = {t: v for t, (_, v) in fitted.items()}
     c = parse_record(data, "the fitted record")
@@ -648,7 +654,8 @@ def _undecided(nets, same, used):
         if key[0] == "style" and key[2] is None:
             continue  # said once below
         out.append(f"{' and '.join(_key_text(k) for k in [key, *twins])} give the same numbers here")
-    if any(k[0] == "style" and k[2] is None for k in used):
+    style = [k for k in used if k[0] == "style"]
+    if style and all(k[2] is None for k in style):
         out.append("the Gram divisor's dependence on M_l (1, M_l or N_l·M_l): the artworks have x's size here "
                    "(an artwork of another size decides)")
     return out
@@ -660,7 +667,7 @@ def _rounding_matters(sizes, arch):
     for size in sizes:
         for n in size:
             for _ in range(pools):
-                if n % 2:
+                if pool_output_size(n) != n // 2:  # Caffe's ceil against floor
                     return True
                 n //= 2
     return False
@@ -803,7 +810,8 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
                      "candidate space")
     tried = (f"networks with x in {1 if stated is not None else len(INPUTS)} space(s), each feed, pooling "
              f"{'/'.join(POOLINGS)}, rounding {'/'.join(ROUNDINGS)}, filters {'/'.join(FILTERS)}; responses after or "
-             f"before each ReLU; content and style terms at every layer (Gram divided by 1 or M_l), each "
+             f"before each ReLU; content and style terms at every layer (Gram divided by "
+             f"{' or '.join(map(_symbols, GRAM_DIVIDE_BY.values()))}), each "
              f"total-variation form in the loss or the gradient only")
     sizes = [(H, W)] + [a.shape[:2] for a in artworks]
     found = _try(networks(weights_input, stated), weights, arch, x, loss, grad, theirs, photo, artworks, blend,
@@ -853,7 +861,7 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
     failure = None if fits else (f"the terms fit, but the record written from them, {record.base} with the changes "
                                  f"below, reproduces the file only to {_errors(e, loss, grad):.2e}")
     return Diagnosis(record.data, record.base, record.words, undecided, abs(e.loss - loss) / abs(loss) if loss else
-                     abs(e.loss), rel(e.grad, grad), fits, failure, tried, notes)
+                     abs(e.loss), relative_error(e.grad, grad), fits, failure, tried, notes)
 
 
 def _culprit(tried, loss, grad, tol, arch):
@@ -892,7 +900,7 @@ def tidy(data, weights, photo, artworks, x, arch, loss, grad, tol):
 
 
 def _errors(e, loss, grad):
-    return max(abs(e.loss - loss) / abs(loss) if loss else abs(e.loss), rel(e.grad, grad))
+    return max(abs(e.loss - loss) / abs(loss) if loss else abs(e.loss), relative_error(e.grad, grad))
 
 
 def _depth(tap, arch):
