@@ -325,6 +325,10 @@ def test_the_record_is_written_only_where_asked_and_allowed(tmp_path, capsys):
         assert ("must end in .json" if name.endswith(".txt") else "pass --force") in err
         assert (tmp_path / name).read_text() == "keep"
     assert main(["diagnose", str(theirs), str(tmp_path / "photo.png"), str(tmp_path / "art.png"),
+                 "--weights", str(case.weights), "--style-blend", "1,2"]) == 1  # said before any weights are read
+    out, err = capsys.readouterr()
+    assert not out and err == "refstyle: error: 1 style images but 2 --style-blend weights\n", err
+    assert main(["diagnose", str(theirs), str(tmp_path / "photo.png"), str(tmp_path / "art.png"),
                  "--weights", str(case.weights)]) == 0  # no -o: the diagnosis alone
     out, err = capsys.readouterr()
     assert "THEIRS is paper" in out

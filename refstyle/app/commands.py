@@ -41,7 +41,8 @@ from .explain import explain as explain_steps
 from .signals import hold_stop_signals, stop_reason, stop_status
 from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
 from .validate import (
-    check_file_kind, compare_files, gradient_arrays, image_space, read_gradient_file, write_gradient_file,
+    DIAGNOSE_KEYS, check_file_kind, check_gradient_arrays, compare_files, gradient_arrays, image_space,
+    read_gradient_file, write_gradient_file,
 )
 
 # ---------------------------------------------------------------------------
@@ -228,47 +229,23 @@ def compare(args):
     return 1 if result.failed else 0
 
 
-DIAGNOSE_KEYS = ("x", "loss", "grad")  # what diagnose needs of a gradient file; F:, dF: help
 FLOAT32_TOL = 1e-4  # a tolerance that float32 numbers meet
 
 
-def _check_theirs(path, arrays):
-    """A gradient file diagnose can read: x 1×3×H×W, grad like it, a scalar loss, responses 1×N×h×w, all finite."""
-    x, loss, grad = (np.asarray(arrays[k]) for k in DIAGNOSE_KEYS)
-    if x.ndim != 4 or x.shape[:2] != (1, 3) or 0 in x.shape:
-        raise RefstyleError(f"{path}: x must be the 1×3×H×W image, not of shape {x.shape}")
-    if grad.shape != x.shape:
-        raise RefstyleError(f"{path}: grad has shape {grad.shape}, x {x.shape}: grad is ∂loss/∂x, shaped like x")
-    if loss.ndim != 0:
-        raise RefstyleError(f"{path}: loss must be one number, not an array of shape {loss.shape}")
-    for key, v in arrays.items():
-        if key in ("settings", "image") or key in ("loss_content", "loss_style") and np.ndim(v) == 0:
-            continue
-        if key.startswith(("F:", "dF:")) and (np.ndim(v) != 4 or np.shape(v)[0] != 1):
-            raise RefstyleError(f"{path}: {key} must be a 1×N×H×W response, not of shape {np.shape(v)}")
-        if not np.all(np.isfinite(v)):
-            raise RefstyleError(f"{path}: {key} holds NaN or infinite values: nothing can be fitted to them")
-    for key in arrays:
-        if key.startswith("dF:") and "F:" + key[3:] in arrays and np.shape(arrays[key]) != np.shape(arrays["F:" + key[3:]]):
-            raise RefstyleError(f"{path}: {key} and F:{key[3:]} differ in shape: dF is ∂loss/∂F, shaped like F")
-    if float(loss) == 0 and not np.any(grad):
-        raise RefstyleError(f"{path}: the loss and the gradient are 0: nothing to fit")
-
-
 def diagnose(args):
+    blend = args.style_blend
+    if blend is not None and len(blend) != len(args.styles):
+        raise RefstyleError(f"{len(args.styles)} style images but {len(blend)} --style-blend weights")
+    blend = None if blend is None else [v / sum(blend) for v in blend]
     if args.output is not None:
         check_writable(args.output, args.force, suffix=".json")
     theirs = read_gradient_file(args.theirs, required=DIAGNOSE_KEYS)
-    _check_theirs(args.theirs, theirs)
+    check_gradient_arrays(args.theirs, theirs)
     stated = image_space(theirs, args.theirs) if "image" in theirs else None
     weights = load_weights(args.weights, arch=args.arch, input=args.weights_input, fold=False)
     x = theirs["x"]
     photo, artworks = sized_inputs(load_image(args.content), [load_image(s) for s in args.styles], None,
                                    args.style_scale, x.shape[2:])
-    blend = args.style_blend
-    if blend is not None and len(blend) != len(artworks):
-        raise RefstyleError(f"{len(artworks)} style images but {len(blend)} --style-blend weights")
-    blend = None if blend is None else [v / sum(blend) for v in blend]
     bar = {}  # {what: its Progress}: one bar for the networks passed through, then one for the fits
 
     def progress(what, done, total):
