@@ -362,3 +362,16 @@ def test_a_script_that_does_not_know_its_convention_writes_the_file_with_the_bri
     case.photo, case.art = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("photo", "art"))
     case.x = x.detach().numpy()
     reproduces(case, theirs, tmp_path / "fitted.json", capsys)
+
+
+def test_diagnose_from_python(tmp_path, capsys):
+    """``refstyle.diagnose``, as the package exports it: the same diagnosis, and progress as calls."""
+    import refstyle
+
+    case, arrays = refstyle_case(tmp_path, capsys, "paper")
+    weights = refstyle.load_weights(str(case.weights), fold=False)
+    calls = []
+    found = refstyle.diagnose(weights, case.photo, [case.art], arrays, progress=lambda *call: calls.append(call))
+    assert found.fits and found.base == "paper" and found.words == [] and found.record["name"] == "paper-fitted"
+    assert found.loss_error <= 1e-6 and found.grad_error <= 1e-6 and found.notes == []  # the file's image space read
+    assert calls[0] == ("networks", 0, calls[0][2]) and calls[-1][0] == "fits" and calls[-1][1] == calls[-1][2]

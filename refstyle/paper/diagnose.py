@@ -36,11 +36,10 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import nnls
 
 from ..errors import RefstyleError
 from ..nn.arch import ARCHS, PRE_RELU, conv_layers, split_tap
-from ..nn.inputs import INPUTS, InputStage, describe_input, name_of_input
+from ..nn.inputs import INPUTS, InputStage, describe_input, is_input_convention, name_of_input
 from ..nn.layers import POOLINGS, ROUNDINGS, pool_output_size
 from ..nn.vgg import FILTERS, VGG
 from .build import build_network
@@ -261,6 +260,8 @@ def fit_columns(columns, loss, grad, dF=None):
     Each block of rows (the loss, the gradient, each ``dF``) is scaled by its own size, so
     that each is matched relative to itself; the columns are scaled to unit norm.
     """
+    from scipy.optimize import nnls  # only here, as optimize.py imports SciPy: not on every refstyle command
+
     dF = dF or {}
     rows = _rows(grad.size)
     blocks = [(np.array([loss]), [np.array([c.loss]) for c in columns])]
@@ -791,13 +792,21 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
 
     ``weights``: loaded (unfolded) weights; ``photo``, ``artworks``: RGB 0..255 at x's
     size and the sizes the implementation used; ``theirs``: the file's arrays (``x``,
-    ``loss``, ``grad``, optional ``F:``/``dF:``), checked; ``stated``: the image space the
-    file states for ``x``, or None (then each named space takes x's numbers as they are).
+    ``loss``, ``grad``, optional ``F:``/``dF:``), checked; ``stated``: the image space of
+    ``x``, by default the one the file states (its key ``image``, JSON), else None: then each
+    named space takes x's numbers as they are.
     ``progress(what, done, total)``: told of each candidate network passed through
     (``"networks"``) and each least-squares fit (``"fits"``; the last call has
     ``done == total``), for a long diagnosis (real weights without ``F:`` take a minute).
     """
     progress = progress or (lambda what, done, total: None)
+    if stated is None and "image" in theirs:
+        try:
+            stated = json.loads(str(np.asarray(theirs["image"])))
+        except ValueError:
+            stated = None
+        if not is_input_convention(stated):
+            raise RefstyleError(f"the file's key image is no image space: {theirs['image']}")
     if arch is None:
         arch = getattr(weights, "meta", {}).get("arch")
     weights_input = dict(getattr(weights, "meta", {}).get("input") or INPUTS["caffe"])
