@@ -141,7 +141,7 @@ class Match(NamedTuple):
 
 
 def match_responses(net, x, theirs, keys, tol):
-    """How far the network explains the file's responses: a :class:`Match` (``net`` built from ``network``)."""
+    """How far ``net`` explains the file's responses: ``(depth, {F: key: tap}, error at the first unexplained)``."""
     taps = [t for _, layer in keys for t in (layer, layer + PRE_RELU)]
     F, _ = net.forward(x, taps)
     found = {}
@@ -257,8 +257,18 @@ def _rows(n, seed=0):
 def fit_columns(columns, loss, grad, dF=None):
     r"""The non-negative factors of the columns that reproduce ``loss``, ``grad`` and ``dF`` (``{tap: array}``): a :class:`Fit`.
 
-    Each block of rows (the loss, the gradient, each ``dF``) is scaled by its own size, so
-    that each is matched relative to itself; the columns are scaled to unit norm.
+    With the columns' terms :math:`T_k` (each :math:`	frac12\sum(F^l-P^l)^2`, :math:`E_l`, or a
+    total variation) the file's numbers are taken to be
+
+    .. math:: \mathcal L = \sum_k c_k T_k,\quad rac{\partial\mathcal L}{\partialec x} = \sum_k c_k
+              rac{\partial T_k}{\partialec x},\quad rac{\partial\mathcal L}{\partial F^l}\Big|_{own} =
+              \sum_{k 	ext{ at } l} c_k rac{\partial T_k}{\partial F^l},\qquad c_k \ge 0,
+
+    solved as :math:`\min_{c \ge 0}\lVert A c - bVert` (SciPy's ``nnls``) over the loss, up to
+    :data:`MAX_ROWS` gradient entries and each ``dF``. Each block of rows (the loss, the
+    gradient, each ``dF``) is scaled by its own largest value, so that each is matched
+    relative to itself; the columns are scaled to unit norm. Terms the fit does as well
+    without are then left out, and the rest solved again without the bound (the last digits).
     """
     from scipy.optimize import nnls  # only here, as optimize.py imports SciPy: not on every refstyle command
 
