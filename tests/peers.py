@@ -1368,7 +1368,7 @@ def paper_image_space(rgb_uint8):
 
 
 def paper(torch, layers, content_x, style_x, x, *, alpha=1e-3, beta=1.0, content_layers=PAPER_CONTENT_LAYERS,
-          style_layers=PAPER_STYLE_LAYERS, pooling="avg", gram_over_M=False, diagnostics=None):
+          style_layers=PAPER_STYLE_LAYERS, layer_weights=None, pooling="avg", gram_over_M=False, diagnostics=None):
     r"""The paper's :math:`\mathcal L_{total}` at ``x`` and its gradient (autograd), from its equations.
 
     ``layers``: the Caffe VGG19 as ``{"conv1_1": (W, b), ...}`` (input channels BGR);
@@ -1384,7 +1384,7 @@ def paper(torch, layers, content_x, style_x, x, *, alpha=1e-3, beta=1.0, content
       :math:`\mathcal L_{style} = \sum_l w_l E_l`, :math:`w_l = 1/5` at conv1_1 ... conv5_1;
     - total (eq. 7): :math:`\alpha\mathcal L_{content} + \beta\mathcal L_{style}`, :math:`\alpha/\beta = 10^{-3}`.
 
-    ``gram_over_M``: a variant, not the paper: each image's Gram matrix divided by its own
+    ``layer_weights``: the :math:`w_l` (default :math:`1/5` each, the paper's). ``gram_over_M``: a variant, not the paper: each image's Gram matrix divided by its own
     :math:`M_l` (as many rewrites normalise it), :math:`E_l` otherwise as eq. 4.
     """
     F = torch.nn.functional
@@ -1404,10 +1404,10 @@ def paper(torch, layers, content_x, style_x, x, *, alpha=1e-3, beta=1.0, content
     terms = {"content": {}, "style": {}, "tv": 0.0}
     for n in content_layers:
         terms["content"][n] = alpha * 0.5 * ((Fx[relu[n]] - P[relu[n]]) ** 2).sum()
-    for n in style_layers:
+    for i, n in enumerate(style_layers):
         N, M = Fx[relu[n]].shape[1], Fx[relu[n]].shape[2] * Fx[relu[n]].shape[3]
         E = ((G(Fx[relu[n]]) - G(A[relu[n]])) ** 2).sum() / (4 * N**2 * M**2)
-        terms["style"][n] = beta * E / len(style_layers)
+        terms["style"][n] = beta * E * (1 / len(style_layers) if layer_weights is None else layer_weights[i])
     loss = sum(terms["content"].values()) + sum(terms["style"].values())
     loss.backward()
     responses = {n: Fx[relu[n]].detach().clone() for n in relu}

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import require_torch
+from conftest import ROOT, require_torch
 from PIL import Image
 
 import peers
@@ -169,6 +169,8 @@ def test_each_rewrite_is_diagnosed_as_its_record(tmp_path, capsys, name, with_F)
 
 
 PERTURBED = [  # (the rewrite, changed in one place), the shape, with its responses, what diagnose must say
+    (("paper", {"layer_weights": (1.0, 3.0, 5.0, 9.0, 13.0)}), SHAPE, True,
+     "style weights ∝ 1 : 3 : 5 : 9 : 13, where paper has equal weights"),
     (("gatys-pytorch", {"style_weights": (1.0, 3.0, 5.0, 9.0, 13.0)}), SHAPE, False,
      "style weights ∝ 1 : 3 : 5 : 9 : 13, where gatys-pytorch has weights 1e3/N^2"),
     (("keras-example", {"scale": 256}), SHAPE, True, "input scaled by 256, not 255"),
@@ -190,8 +192,17 @@ PERTURBED = [  # (the rewrite, changed in one place), the shape, with its respon
 ]
 
 
+def readme_example():
+    """The lines of README's diagnose example ("Validating another implementation"), but its file names."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Validating another implementation"):]
+    start = section.index("```text\n") + len("```text\n")
+    lines = section[start: section.index("```", start)].splitlines()
+    return [line for line in lines if not line.startswith(("THEIRS = ", "wrote "))]
+
+
 @pytest.mark.parametrize("rewrite, shape, with_F, words", PERTURBED,
-                         ids=["uneven-style-weights", "x256", "floor", "content-layer", "after-relu", "before-relu",
+                         ids=["paper-uneven-style-weights", "uneven-style-weights", "x256", "floor", "content-layer", "after-relu", "before-relu",
                               "normalised", "gram-over-M", "tv-weight"])
 def test_a_changed_rewrite_is_named_with_its_difference(tmp_path, capsys, rewrite, shape, with_F, words):
     name, options = rewrite
@@ -202,6 +213,8 @@ def test_a_changed_rewrite_is_named_with_its_difference(tmp_path, capsys, rewrit
     words = (words,) if isinstance(words, str) else words
     said = "".join(f"  - {w}\n" for w in words)
     assert f"THEIRS is {name} with {len(words)} difference{'s' * (len(words) > 1)}:\n{said}" in out, out
+    if name == "gatys-pytorch":  # README's example is this diagnosis, word for word and number for number
+        assert set(readme_example()) <= set(out.splitlines()), out
     even = shape == SHAPE and not options.get("narrow_art")  # the narrow artwork's 24 columns pool to an odd 3
     assert ("cannot decide: the pooling's rounding: ceil and floor give the same numbers here" in out) == even, out
     reproduces(case, theirs, fitted, capsys)
