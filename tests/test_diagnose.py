@@ -388,3 +388,22 @@ def test_diagnose_from_python(tmp_path, capsys):
     assert found.fits and found.base == "paper" and found.words == [] and found.record["name"] == "paper-fitted"
     assert found.loss_error <= 1e-6 and found.grad_error <= 1e-6 and found.notes == []  # the file's image space read
     assert calls[0] == ("networks", 0, calls[0][2]) and calls[-1][0] == "fits" and calls[-1][1] == calls[-1][2]
+
+
+def test_a_record_that_does_not_reproduce_the_file_is_not_written(tmp_path, capsys, monkeypatch):
+    """The terms fit but the record written from them does not (to --tol): said, and no FITTED.json to mislead grad."""
+    import refstyle.app.commands as commands
+
+    case, arrays = refstyle_case(tmp_path, capsys, "paper")
+    theirs = tmp_path / "theirs.npz"
+    np.savez(theirs, **arrays)
+    real = commands.diagnose_file
+
+    def off(*args, **kwargs):
+        return real(*args, **kwargs)._replace(fits=False, failure="the record reproduces the file only to 2e-06")
+
+    monkeypatch.setattr(commands, "diagnose_file", off)
+    status, out, err, fitted = diagnose(case, theirs, capsys)
+    assert status == 1 and not err and not fitted.exists(), out + err
+    assert "nothing fits: the record reproduces the file only to 2e-06" in out
+    assert f"{fitted} not written: the record above does not reproduce THEIRS to --tol 1e-06" in out, out

@@ -267,7 +267,9 @@ def diagnose(args):
     print(result.format(args.tol))
     if not result.fits and args.tol < FLOAT32_TOL and np.asarray(theirs["grad"]).dtype == np.float32:
         print(f"note: THEIRS holds float32 numbers, which agree to about 1e-5: try --tol {FLOAT32_TOL:g}")
-    if result.record is not None and args.output is not None:
+    if result.record is not None and not result.fits and args.output is not None:
+        print(f"{args.output} not written: the record above does not reproduce THEIRS to --tol {args.tol:g}")
+    if result.record is not None and result.fits and args.output is not None:
         write_json(args.output, result.record)
         same = "".join(f" {option} {value}" for option, value in (
             ("--weights-input", args.weights_input), ("--style-scale", args.style_scale if args.style_scale != 1 else None),
