@@ -41,7 +41,7 @@ from .explain import explain as explain_steps
 from .signals import hold_stop_signals, stop_reason, stop_status
 from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
 from .validate import (
-    DIAGNOSE_KEYS, check_file_kind, check_gradient_arrays, compare_files, gradient_arrays, image_space,
+    DIAGNOSE_KEYS, check_file_kind, check_gradient_arrays, compare_files, gradient_arrays,
     read_gradient_file, write_gradient_file,
 )
 
@@ -241,7 +241,6 @@ def diagnose(args):
         check_writable(args.output, args.force, suffix=".json")
     theirs = read_gradient_file(args.theirs, required=DIAGNOSE_KEYS)
     check_gradient_arrays(args.theirs, theirs)
-    stated = image_space(theirs, args.theirs) if "image" in theirs else None
     weights = load_weights(args.weights, arch=args.arch, input=args.weights_input, fold=False)
     x = theirs["x"]
     photo, artworks = sized_inputs(load_image(args.content), [load_image(s) for s in args.styles], None,
@@ -258,8 +257,8 @@ def diagnose(args):
         bar[what].update(done)
 
     try:
-        result = diagnose_file(weights, photo, artworks, theirs, stated, arch=args.arch, tol=args.tol, blend=blend,
-                               progress=progress)
+        result = diagnose_file(weights, photo, artworks, theirs, arch=args.arch, tol=args.tol, blend=blend,
+                               progress=progress)  # x's image space: the one THEIRS states (read_gradient_file checked it)
     finally:
         for b in bar.values():
             b.close()  # ends a progress line on a terminal, so that what follows starts on a line of its own
