@@ -28,6 +28,7 @@ from .paper.images import deprocess, load_image, preprocess, resize_longer, save
 from .paper.losses import content_loss, gram, style_loss
 from .paper.build import build_network
 from .paper.conventions import get_convention
+from .paper.diagnose import diagnose
 from .paper.objective import Objective, build_objective, content_targets, style_targets
 from .paper.settings import Settings
 from .paper.synthesis import synthesize
@@ -57,6 +58,7 @@ __all__ = [
     "get_convention",
     "content_targets",
     "deprocess",
+    "diagnose",
     "generate_weights",
     "gram",
     "load_image",

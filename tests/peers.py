@@ -37,6 +37,10 @@ Conventions shared by all seven peers:
   implementation's own layer names, before any in-place change), each loss term
   (``"content"``, ``"style"``, ``"tv"``) and the layer sequence that was built (``"net"``).
 
+And the paper itself, :func:`paper`: Gatys, Ecker & Bethge's equations as their Methods
+section writes them, on the Caffe VGG19 they used (average pooling), written from the paper,
+not from refstyle's code.
+
 Three TensorFlow-world implementations, each read at a named commit (files and lines there):
 
 - :func:`tf_tutorial`: tensorflow/docs ``site/en/tutorials/generative/style_transfer.ipynb``
@@ -1348,3 +1352,66 @@ def _anishathalye_image_space_of(rgb_uint8, mean_pixel=CAFFE_MEAN_BGR[::-1]):
 
 
 anishathalye.image_space_of = _anishathalye_image_space_of  # with the VGG .mat's mean, (123.68, 116.779, 103.939)
+
+
+# --- the paper: Gatys, Ecker & Bethge, "A Neural Algorithm of Artistic Style", Methods ----------------
+
+
+PAPER_CONTENT_LAYERS = ("conv4_2",)
+PAPER_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+def paper_image_space(rgb_uint8):
+    """The Caffe VGG's input: BGR 0..255 minus the ImageNet mean pixel (``CAFFE_MEAN_BGR``)."""
+    bgr = np.asarray(rgb_uint8, dtype=np.float64)[..., ::-1] - np.asarray(CAFFE_MEAN_BGR)
+    return bgr.transpose(2, 0, 1)[None].copy()
+
+
+def paper(torch, layers, content_x, style_x, x, *, alpha=1e-3, beta=1.0, content_layers=PAPER_CONTENT_LAYERS,
+          style_layers=PAPER_STYLE_LAYERS, layer_weights=None, pooling="avg", gram_over_M=False, diagnostics=None):
+    r"""The paper's :math:`\mathcal L_{total}` at ``x`` and its gradient (autograd), from its equations.
+
+    ``layers``: the Caffe VGG19 as ``{"conv1_1": (W, b), ...}`` (input channels BGR);
+    images ``(1, 3, H, W)`` in :func:`paper_image_space`. A response :math:`F^l` is the layer's
+    output after its ReLU (the paper's "conv4_2"); the network's pooling is **average**
+    ("we found that replacing the max-pooling operation by average pooling improves the
+    gradient flow"), with Caffe's ceil rounding of an odd side (PyTorch's ``ceil_mode=True``,
+    no padding: the last window averages its in-image cells).
+
+    - content (eq. 1): :math:`\mathcal L_{content} = \tfrac12\sum_{ij}(F^l_{ij} - P^l_{ij})^2` at conv4_2;
+    - Gram (eq. 3): :math:`G^l_{ij} = \sum_k F^l_{ik}F^l_{jk}`, :math:`A^l` the artwork's;
+    - style (eq. 4, 5): :math:`E_l = \frac{1}{4N_l^2M_l^2}\sum_{ij}(G^l_{ij} - A^l_{ij})^2`,
+      :math:`\mathcal L_{style} = \sum_l w_l E_l`, :math:`w_l = 1/5` at conv1_1 ... conv5_1;
+    - total (eq. 7): :math:`\alpha\mathcal L_{content} + \beta\mathcal L_{style}`, :math:`\alpha/\beta = 10^{-3}`.
+
+    ``layer_weights``: the :math:`w_l` (default :math:`1/5` each, the paper's). ``gram_over_M``: a variant, not the paper: each image's Gram matrix divided by its own
+    :math:`M_l` (as many rewrites normalise it), :math:`E_l` otherwise as eq. 4.
+    """
+    F = torch.nn.functional
+    params = _vgg19_params(torch, layers)
+    relu = {n: "relu" + n[len("conv"):] for n in (*content_layers, *style_layers)}
+    pool = functools.partial(_pool, F, pooling=pooling, ceil_mode=True)
+    xt = _image(torch, x, "x").requires_grad_(True)
+    Fx, net = _relu_responses(F, xt, params, list(relu.values()), pool)
+    with torch.no_grad():
+        P, _ = _relu_responses(F, _image(torch, content_x, "content_x"), params, list(relu.values()), pool)
+        A, _ = _relu_responses(F, _image(torch, style_x, "style_x"), params, list(relu.values()), pool)
+
+    def G(h):
+        h = h.reshape(h.shape[1], -1)
+        return h @ h.T / (h.shape[1] if gram_over_M else 1)
+
+    terms = {"content": {}, "style": {}, "tv": 0.0}
+    for n in content_layers:
+        terms["content"][n] = alpha * 0.5 * ((Fx[relu[n]] - P[relu[n]]) ** 2).sum()
+    for i, n in enumerate(style_layers):
+        N, M = Fx[relu[n]].shape[1], Fx[relu[n]].shape[2] * Fx[relu[n]].shape[3]
+        E = ((G(Fx[relu[n]]) - G(A[relu[n]])) ** 2).sum() / (4 * N**2 * M**2)
+        terms["style"][n] = beta * E * (1 / len(style_layers) if layer_weights is None else layer_weights[i])
+    loss = sum(terms["content"].values()) + sum(terms["style"].values())
+    loss.backward()
+    responses = {n: Fx[relu[n]].detach().clone() for n in relu}
+    return _done(diagnostics, xt, loss, _info(terms, responses, [(None, n) for n in net]))
+
+
+paper.image_space_of = paper_image_space

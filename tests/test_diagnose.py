@@ -9,16 +9,17 @@ place in words.
 
 import functools
 import json
+import re
 
 import numpy as np
 import pytest
-from conftest import require_torch
+from conftest import ROOT, require_torch
 from PIL import Image
 
 import peers
 from refstyle.app.cli import main
 from refstyle.nn.inputs import CAFFE_INPUT, LUA_INPUT, RGB01_INPUT
-from refstyle.paper.conventions import get_convention, tap_of
+from refstyle.paper.conventions import CONVENTIONS, get_convention, tap_of
 from test_reproduce import WIDTHS, caffe_weights_file, float32_layers, images, keras_weights_file, run_grad
 
 SHAPE = (32, 32)
@@ -40,10 +41,12 @@ def write_theirs(path, x, loss, grad, space, responses=None, convention=None):
 class Case:
     """One implementation: its weights file (and stated input), its image space and one evaluation of its peer."""
 
-    def __init__(self, tmp_path, name, shape=SHAPE, seed=11, **peer_options):
+    def __init__(self, tmp_path, name, shape=SHAPE, seed=11, narrow_art=False, **peer_options):
         torch = require_torch()
         self.name, self.tmp_path = name, tmp_path
         photo, art, start, rng = images(shape, seed)
+        if narrow_art:  # an artwork of another size than x: the Gram divisor's M_l can be told
+            art = art[:, : shape[1] - 8]
         layers = float32_layers(rng)
         self.extra = []
         noise = rng.standard_normal((1, 3) + shape)
@@ -88,6 +91,10 @@ class Case:
             space = functools.partial(peers.neural_style_pt_image_space, scale=scale)
             self.space = CAFFE_INPUT if scale == 255 else LUA_INPUT
             run = lambda p, a, x, d: peers.keras_example(torch, layers, p, a, x, diagnostics=d, **peer_options)  # noqa: E731
+        elif name == "paper":
+            self.weights = caffe_weights_file(tmp_path, layers)
+            space, self.space = peers.paper_image_space, CAFFE_INPUT
+            run = lambda p, a, x, d: peers.paper(torch, layers, p, a, x, diagnostics=d, **peer_options)  # noqa: E731
         elif name == "anishathalye":
             from test_matconvnet import write_mat
 
@@ -125,7 +132,12 @@ def diagnose(case, theirs, capsys, *extra):
     status = main(["diagnose", str(theirs), str(case.tmp_path / "photo.png"), str(case.tmp_path / "art.png"),
                    "--weights", str(case.weights), *case.extra, "-o", str(fitted), "--force", *extra])
     out, err = capsys.readouterr()
-    return status, out, err, fitted
+    return status, out, without_progress(err), fitted
+
+
+def without_progress(err):
+    """stderr without diagnose's progress lines (``diagnose: networks [...]``, ``diagnose: fits [...]``)."""
+    return "".join(line for line in err.splitlines(keepends=True) if not line.startswith("diagnose: "))
 
 
 def reproduces(case, theirs, fitted, capsys):
@@ -136,8 +148,7 @@ def reproduces(case, theirs, fitted, capsys):
     assert status == 0, out
 
 
-BUILT_IN = ["neural-style-pt", "neural-style-pt-x256", "neural-style", "pytorch-tutorial", "gatys-pytorch",
-            "tf-tutorial", "keras-example", "anishathalye"]
+BUILT_IN = list(CONVENTIONS)  # every built-in record has its rewrite in Case (an unknown name is a ValueError there)
 
 
 @pytest.mark.parametrize("with_F", [True, False], ids=["responses", "loss-and-grad"])
@@ -148,6 +159,8 @@ def test_each_rewrite_is_diagnosed_as_its_record(tmp_path, capsys, name, with_F)
     status, out, err, fitted = diagnose(case, theirs, capsys)
     assert status == 0 and not err, out + err
     assert f"THEIRS is {name}: the built-in record reproduces it" in out, out
+    loss_error, grad_error = map(float, re.search(r"^fit: the loss to (\S+), the gradient to (\S+) ", out, re.M).groups())
+    assert loss_error <= 1e-6 and grad_error <= 1e-6, out
     # tf-tutorial's artwork is narrower than x: its Gram divisor M_l is decided; the others' is not, and is said so
     assert ("cannot decide: the Gram divisor's dependence on M_l" in out) == (name != "tf-tutorial"), out
     record = json.loads(fitted.read_text())
@@ -156,6 +169,8 @@ def test_each_rewrite_is_diagnosed_as_its_record(tmp_path, capsys, name, with_F)
 
 
 PERTURBED = [  # (the rewrite, changed in one place), the shape, with its responses, what diagnose must say
+    (("paper", {"layer_weights": (1.0, 3.0, 5.0, 9.0, 13.0)}), SHAPE, True,
+     "style weights ∝ 1 : 3 : 5 : 9 : 13, where paper has equal weights"),
     (("gatys-pytorch", {"style_weights": (1.0, 3.0, 5.0, 9.0, 13.0)}), SHAPE, False,
      "style weights ∝ 1 : 3 : 5 : 9 : 13, where gatys-pytorch has weights 1e3/N^2"),
     (("keras-example", {"scale": 256}), SHAPE, True, "input scaled by 256, not 255"),
@@ -169,12 +184,26 @@ PERTURBED = [  # (the rewrite, changed in one place), the shape, with its respon
     # -normalize_weights divides each strength by the target's longest side: style by N_l, content (conv4_2) by N = 8
     (("neural-style-pt", {"normalize_weights": True}), SHAPE, True,
      ("content weight α = 0.625, where neural-style-pt has 5", "style divided by N^3, where neural-style-pt divides by N^2")),
+    # each Gram matrix over its own M_l, an artwork narrower than x (at conv5_1 it pools to x's M_l all the same)
+    (("paper", {"gram_over_M": True, "narrow_art": True}), SHAPE, False,
+     "each Gram matrix divided by M_l, where paper divides it by 1"),
+    (("neural-style-pt", {"tv_weight": 0.01}), SHAPE, True,
+     "total variation l1 × 0.01 in the loss, where neural-style-pt has l1 × 0.001 in the loss"),
 ]
 
 
+def readme_example():
+    """The lines of README's diagnose example ("Validating another implementation"), but its file names."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Validating another implementation"):]
+    start = section.index("```text\n") + len("```text\n")
+    lines = section[start: section.index("```", start)].splitlines()
+    return [line for line in lines if not line.startswith(("THEIRS = ", "wrote "))]
+
+
 @pytest.mark.parametrize("rewrite, shape, with_F, words", PERTURBED,
-                         ids=["uneven-style-weights", "x256", "floor", "content-layer", "after-relu", "before-relu",
-                              "normalised"])
+                         ids=["paper-uneven-style-weights", "uneven-style-weights", "x256", "floor", "content-layer", "after-relu", "before-relu",
+                              "normalised", "gram-over-M", "tv-weight"])
 def test_a_changed_rewrite_is_named_with_its_difference(tmp_path, capsys, rewrite, shape, with_F, words):
     name, options = rewrite
     case = Case(tmp_path, name, shape=shape, **options)
@@ -184,13 +213,15 @@ def test_a_changed_rewrite_is_named_with_its_difference(tmp_path, capsys, rewrit
     words = (words,) if isinstance(words, str) else words
     said = "".join(f"  - {w}\n" for w in words)
     assert f"THEIRS is {name} with {len(words)} difference{'s' * (len(words) > 1)}:\n{said}" in out, out
-    even = shape == SHAPE
+    if name == "gatys-pytorch":  # README's example is this diagnosis, word for word and number for number
+        assert set(readme_example()) <= set(out.splitlines()), out
+    even = shape == SHAPE and not options.get("narrow_art")  # the narrow artwork's 24 columns pool to an odd 3
     assert ("cannot decide: the pooling's rounding: ceil and floor give the same numbers here" in out) == even, out
     reproduces(case, theirs, fitted, capsys)
 
 
 def refstyle_case(tmp_path, capsys, convention, shape=SHAPE):
-    """THEIRS from refstyle grad itself (with F:, dF: and the per-layer terms): the paper has no other rewrite here."""
+    """THEIRS from refstyle grad itself, with F:, dF: and the per-layer terms (the paper's own rewrite is peers.paper)."""
     photo, art, start, rng = images(shape, 12)
     weights = caffe_weights_file(tmp_path, float32_layers(rng))
     x = peers.neural_style_pt_image_space(start) + rng.standard_normal((1, 3) + shape)
@@ -242,7 +273,7 @@ def test_the_first_layer_whose_responses_nothing_explains(tmp_path, capsys):
     status, out, err, fitted = diagnose(case, theirs, capsys)
     assert status == 1 and not err and not fitted.exists(), out + err
     assert "nothing fits: the responses are explained up to F:conv2_1, but no network explains F:conv3_1" in out, out
-    assert "differ from conv3_1 on" in out
+    assert "differ from conv3_1 on" in out and "\ntried: networks with x in 1 space(s), each feed" in out, out
 
 
 def test_a_loss_and_gradient_that_no_record_gives(tmp_path, capsys):
@@ -251,6 +282,7 @@ def test_a_loss_and_gradient_that_no_record_gives(tmp_path, capsys):
     status, out, err, fitted = diagnose(case, case.theirs(False), capsys)
     assert status == 1 and not err and not fitted.exists(), out + err
     assert "nothing fits: no combination of the terms tried gives the file's loss and gradient; the closest" in out, out
+    assert "\ntried: networks with x in 1 space(s)" in out and "Gram divided by 1 or M_l" in out, out
 
 
 @pytest.mark.parametrize("change, message", [
@@ -306,8 +338,16 @@ def test_the_record_is_written_only_where_asked_and_allowed(tmp_path, capsys):
         assert ("must end in .json" if name.endswith(".txt") else "pass --force") in err
         assert (tmp_path / name).read_text() == "keep"
     assert main(["diagnose", str(theirs), str(tmp_path / "photo.png"), str(tmp_path / "art.png"),
+                 "--weights", str(case.weights), "--style-blend", "1,2"]) == 1  # said before any weights are read
+    out, err = capsys.readouterr()
+    assert not out and err == "refstyle: error: 1 style images but 2 --style-blend weights\n", err
+    assert main(["diagnose", str(theirs), str(tmp_path / "photo.png"), str(tmp_path / "art.png"),
                  "--weights", str(case.weights)]) == 0  # no -o: the diagnosis alone
-    assert "THEIRS is paper" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "THEIRS is paper" in out
+    # progress on stderr (a line each 5 s off a terminal, and at the end): the networks, then the fits, each to its end
+    for what in ("networks", "fits"):
+        assert re.search(rf"^diagnose: {what} \[#+\] (\d+)/\1 ", err, re.M), err
 
 
 def test_a_script_that_does_not_know_its_convention_writes_the_file_with_the_bridge(tmp_path, capsys):
@@ -331,6 +371,39 @@ def test_a_script_that_does_not_know_its_convention_writes_the_file_with_the_bri
                    "--weights", str(case.weights), *case.extra, "-o", str(tmp_path / "fitted.json")])
     out = capsys.readouterr().out
     assert status == 0 and "THEIRS is pytorch-tutorial: the built-in record reproduces it" in out, out
+    assert "--weights-input torchvision --convention" in out and "numpy.load('" in out  # the next command, whole
     case.photo, case.art = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("photo", "art"))
     case.x = x.detach().numpy()
     reproduces(case, theirs, tmp_path / "fitted.json", capsys)
+
+
+def test_diagnose_from_python(tmp_path, capsys):
+    """``refstyle.diagnose``, as the package exports it: the same diagnosis, and progress as calls."""
+    import refstyle
+
+    case, arrays = refstyle_case(tmp_path, capsys, "paper")
+    weights = refstyle.load_weights(str(case.weights), fold=False)
+    calls = []
+    found = refstyle.diagnose(weights, case.photo, [case.art], arrays, progress=lambda *call: calls.append(call))
+    assert found.fits and found.base == "paper" and found.words == [] and found.record["name"] == "paper-fitted"
+    assert found.loss_error <= 1e-6 and found.grad_error <= 1e-6 and found.notes == []  # the file's image space read
+    assert calls[0] == ("networks", 0, calls[0][2]) and calls[-1][0] == "fits" and calls[-1][1] == calls[-1][2]
+
+
+def test_a_record_that_does_not_reproduce_the_file_is_not_written(tmp_path, capsys, monkeypatch):
+    """The terms fit but the record written from them does not (to --tol): said, and no FITTED.json to mislead grad."""
+    import refstyle.app.commands as commands
+
+    case, arrays = refstyle_case(tmp_path, capsys, "paper")
+    theirs = tmp_path / "theirs.npz"
+    np.savez(theirs, **arrays)
+    real = commands.diagnose_file
+
+    def off(*args, **kwargs):
+        return real(*args, **kwargs)._replace(fits=False, failure="the record reproduces the file only to 2e-06")
+
+    monkeypatch.setattr(commands, "diagnose_file", off)
+    status, out, err, fitted = diagnose(case, theirs, capsys)
+    assert status == 1 and not err and not fitted.exists(), out + err
+    assert "nothing fits: the record reproduces the file only to 2e-06" in out
+    assert f"{fitted} not written: the record above does not reproduce THEIRS to --tol 1e-06" in out, out

@@ -41,7 +41,8 @@ from .explain import explain as explain_steps
 from .signals import hold_stop_signals, stop_reason, stop_status
 from .figures import builtin_figures, default_images_dir, draw_grid, find_images, load_grid, make_grid
 from .validate import (
-    check_file_kind, compare_files, gradient_arrays, image_space, read_gradient_file, write_gradient_file,
+    DIAGNOSE_KEYS, check_file_kind, check_gradient_arrays, compare_files, gradient_arrays,
+    read_gradient_file, write_gradient_file,
 )
 
 # ---------------------------------------------------------------------------
@@ -228,55 +229,52 @@ def compare(args):
     return 1 if result.failed else 0
 
 
-DIAGNOSE_KEYS = ("x", "loss", "grad")  # what diagnose needs of a gradient file; F:, dF: help
 FLOAT32_TOL = 1e-4  # a tolerance that float32 numbers meet
 
 
-def _check_theirs(path, arrays):
-    """A gradient file diagnose can read: x 1×3×H×W, grad like it, a scalar loss, responses 1×N×h×w, all finite."""
-    x, loss, grad = (np.asarray(arrays[k]) for k in DIAGNOSE_KEYS)
-    if x.ndim != 4 or x.shape[:2] != (1, 3) or 0 in x.shape:
-        raise RefstyleError(f"{path}: x must be the 1×3×H×W image, not of shape {x.shape}")
-    if grad.shape != x.shape:
-        raise RefstyleError(f"{path}: grad has shape {grad.shape}, x {x.shape}: grad is ∂loss/∂x, shaped like x")
-    if loss.ndim != 0:
-        raise RefstyleError(f"{path}: loss must be one number, not an array of shape {loss.shape}")
-    for key, v in arrays.items():
-        if key in ("settings", "image") or key in ("loss_content", "loss_style") and np.ndim(v) == 0:
-            continue
-        if key.startswith(("F:", "dF:")) and (np.ndim(v) != 4 or np.shape(v)[0] != 1):
-            raise RefstyleError(f"{path}: {key} must be a 1×N×H×W response, not of shape {np.shape(v)}")
-        if not np.all(np.isfinite(v)):
-            raise RefstyleError(f"{path}: {key} holds NaN or infinite values: nothing can be fitted to them")
-    for key in arrays:
-        if key.startswith("dF:") and "F:" + key[3:] in arrays and np.shape(arrays[key]) != np.shape(arrays["F:" + key[3:]]):
-            raise RefstyleError(f"{path}: {key} and F:{key[3:]} differ in shape: dF is ∂loss/∂F, shaped like F")
-    if float(loss) == 0 and not np.any(grad):
-        raise RefstyleError(f"{path}: the loss and the gradient are 0: nothing to fit")
-
-
 def diagnose(args):
+    blend = args.style_blend
+    if blend is not None and len(blend) != len(args.styles):
+        raise RefstyleError(f"{len(args.styles)} style images but {len(blend)} --style-blend weights")
+    blend = None if blend is None else [v / sum(blend) for v in blend]
     if args.output is not None:
         check_writable(args.output, args.force, suffix=".json")
     theirs = read_gradient_file(args.theirs, required=DIAGNOSE_KEYS)
-    _check_theirs(args.theirs, theirs)
-    stated = image_space(theirs, args.theirs) if "image" in theirs else None
+    check_gradient_arrays(args.theirs, theirs)
     weights = load_weights(args.weights, arch=args.arch, input=args.weights_input, fold=False)
     x = theirs["x"]
     photo, artworks = sized_inputs(load_image(args.content), [load_image(s) for s in args.styles], None,
                                    args.style_scale, x.shape[2:])
-    blend = args.style_blend
-    if blend is not None and len(blend) != len(artworks):
-        raise RefstyleError(f"{len(artworks)} style images but {len(blend)} --style-blend weights")
-    blend = None if blend is None else [v / sum(blend) for v in blend]
-    result = diagnose_file(weights, photo, artworks, theirs, stated, arch=args.arch, tol=args.tol, blend=blend)
+    bar = {}  # {what: its Progress}: one bar for the networks passed through, then one for the fits
+
+    def progress(what, done, total):
+        if what not in bar:
+            for b in bar.values():
+                b.close()
+            bar.clear()
+            bar[what] = Progress(total, label=f"diagnose: {what} ", unit=what)
+        bar[what].total = total
+        bar[what].update(done)
+
+    try:
+        result = diagnose_file(weights, photo, artworks, theirs, arch=args.arch, tol=args.tol, blend=blend,
+                               progress=progress)  # x's image space: the one THEIRS states (read_gradient_file checked it)
+    finally:
+        for b in bar.values():
+            b.close()  # ends a progress line on a terminal, so that what follows starts on a line of its own
     print(f"THEIRS = {args.theirs}")
     print(result.format(args.tol))
     if not result.fits and args.tol < FLOAT32_TOL and np.asarray(theirs["grad"]).dtype == np.float32:
         print(f"note: THEIRS holds float32 numbers, which agree to about 1e-5: try --tol {FLOAT32_TOL:g}")
-    if result.record is not None and args.output is not None:
+    if result.record is not None and not result.fits and args.output is not None:
+        print(f"{args.output} not written: the record above does not reproduce THEIRS to --tol {args.tol:g}")
+    if result.record is not None and result.fits and args.output is not None:
         write_json(args.output, result.record)
-        print(f"wrote {args.output}: refstyle grad {args.content} {' '.join(args.styles)} --weights {args.weights} "
+        same = "".join(f" {option} {value}" for option, value in (
+            ("--weights-input", args.weights_input), ("--style-scale", args.style_scale if args.style_scale != 1 else None),
+            ("--style-blend", ",".join(f"{v:g}" for v in args.style_blend) if args.style_blend else None)) if value)
+        print(f"wrote {args.output}: with X.npy THEIRS's x (numpy.save('X.npy', numpy.load('{args.theirs}')['x'])), "
+              f"refstyle grad {args.content} {' '.join(args.styles)} --weights {args.weights}{same} "
               f"--convention {args.output} --x X.npy --dtype float64 -o OURS.npz, then refstyle compare OURS.npz "
               f"{args.theirs}")
     return 0 if result.fits else 1

@@ -147,6 +147,14 @@ def _add_convention(p):
                    "(default: the paper's); see docs/conventions.md")
 
 
+def _add_style_images(p, relative_to):
+    """How several artworks are blended and how large each is made: shared by the losses' options and diagnose."""
+    p.add_argument("--style-blend", type=_weight_list, metavar="V1,V2,...",
+                   help="weights of several style images (default: equal)")
+    p.add_argument("--style-scale", type=_positive, default=1.0,
+                   help=f"the artwork's longer side relative to {relative_to} (default 1)")
+
+
 def _add_loss_options(p):
     """The options that define the objective; shared by grad, transfer and the figures."""
     _add_convention(p)
@@ -161,10 +169,7 @@ def _add_loss_options(p):
                    help="w_l of the style layers, in their order (default: the convention's; the paper: 1/5 each)")
     p.add_argument("--content-weights", type=_weight_list, metavar="C1,C2,...",
                    help="weights of the content layers, in their order (default: the convention's; the paper: 1)")
-    p.add_argument("--style-blend", type=_weight_list, metavar="V1,V2,...",
-                   help="weights of several style images (default: equal)")
-    p.add_argument("--style-scale", type=_positive, default=1.0,
-                   help="the artwork's longer side relative to the photograph's (default 1)")
+    _add_style_images(p, "the photograph's")
     p.add_argument("--size", type=_positive_int, default=PAPER_SIZE,
                    help=f"the photograph's longer side in pixels (default {PAPER_SIZE})")
     p.add_argument("--tv-weight", type=_weight,
@@ -357,10 +362,7 @@ def build_parser():
     diag.add_argument("--weights", required=True, metavar="FILE|NAME", help="the VGG weights the implementation used")
     diag.add_argument("--arch", choices=ARCHS, help="vgg19 or vgg16 (default: from the weights)")
     _add_weights_input(diag)
-    diag.add_argument("--style-scale", type=_positive, default=1.0,
-                      help="the artworks' longer side relative to x's, as the implementation sized them (default 1)")
-    diag.add_argument("--style-blend", type=_weight_list, metavar="V1,V2,...",
-                      help="weights of several style images (default: equal)")
+    _add_style_images(diag, "x's, as the implementation sized it")
     diag.add_argument("--tol", type=_positive, default=DIAGNOSE_TOL,
                       help=f"largest relative error of a fit (default {DIAGNOSE_TOL:g})")
     diag.set_defaults(run=commands.diagnose)

@@ -39,6 +39,7 @@ from ..io import pyplot, write_npz, write_png
 from ..nn.arch import VGG19_LAYERS, block_of
 from ..nn.inputs import CAFFE_INPUT, InputStage, describe_input, is_input_convention, pixel_text
 from ..paper.conventions import CONVENTIONS, get_convention
+from ..paper.diagnose import relative_error  # compare's measure, the fit's too
 
 REQUIRED_KEYS = ("x", "loss", "loss_content", "loss_style", "grad")
 SEPARABLE_KEYS = ("loss_content", "loss_style")  # NaN: the writer gave only the total loss
@@ -134,6 +135,32 @@ def read_gradient_file(path, required=REQUIRED_KEYS):
     return arrays
 
 
+DIAGNOSE_KEYS = ("x", "loss", "grad")  # what diagnose needs of a gradient file; F:, dF: help
+
+
+def check_gradient_arrays(path, arrays):
+    """A gradient file diagnose can read: x 1×3×H×W, grad like it, a scalar loss, responses 1×N×h×w, all finite."""
+    x, loss, grad = (np.asarray(arrays[k]) for k in DIAGNOSE_KEYS)
+    if x.ndim != 4 or x.shape[:2] != (1, 3) or 0 in x.shape:
+        raise RefstyleError(f"{path}: x must be the 1×3×H×W image, not of shape {x.shape}")
+    if grad.shape != x.shape:
+        raise RefstyleError(f"{path}: grad has shape {grad.shape}, x {x.shape}: grad is ∂loss/∂x, shaped like x")
+    if loss.ndim != 0:
+        raise RefstyleError(f"{path}: loss must be one number, not an array of shape {loss.shape}")
+    for key, v in arrays.items():
+        if key in TEXT_KEYS or key in ("loss_content", "loss_style") and np.ndim(v) == 0:
+            continue
+        if key.startswith(("F:", "dF:")) and (np.ndim(v) != 4 or np.shape(v)[0] != 1):
+            raise RefstyleError(f"{path}: {key} must be a 1×N×H×W response, not of shape {np.shape(v)}")
+        if not np.all(np.isfinite(v)):
+            raise RefstyleError(f"{path}: {key} holds NaN or infinite values: nothing can be fitted to them")
+    for key in arrays:
+        if key.startswith("dF:") and "F:" + key[3:] in arrays and np.shape(arrays[key]) != np.shape(arrays["F:" + key[3:]]):
+            raise RefstyleError(f"{path}: {key} and F:{key[3:]} differ in shape: dF is ∂loss/∂F, shaped like F")
+    if float(loss) == 0 and not np.any(grad):
+        raise RefstyleError(f"{path}: the loss and the gradient are 0: nothing to fit")
+
+
 def to_image_space(arrays, src, dst):
     r"""A copy of a gradient file's arrays with ``x`` and ``grad`` moved from space ``src`` to ``dst``.
 
@@ -225,12 +252,6 @@ def non_finite(a, b, names=("A", "B")):
         if kinds:
             found.append(f"{' and '.join(kinds)} in {name}")
     return ", ".join(found) if found else None
-
-
-def relative_error(x, y):
-    """``max|x - y| / max(|x|, |y|)`` (0 for two zero arrays), the table's error measure."""
-    scale = max(np.max(np.abs(x)), np.max(np.abs(y))) if x.size else 0.0
-    return float(np.max(np.abs(x - y)) / scale) if scale > 0 else 0.0
 
 
 def compare_arrays(a, b, tol=1e-4):

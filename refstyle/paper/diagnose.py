@@ -36,12 +36,11 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from scipy.optimize import nnls
 
 from ..errors import RefstyleError
 from ..nn.arch import ARCHS, PRE_RELU, conv_layers, split_tap
-from ..nn.inputs import INPUTS, InputStage, describe_input, name_of_input
-from ..nn.layers import POOLINGS, ROUNDINGS
+from ..nn.inputs import INPUTS, InputStage, describe_input, is_input_convention, name_of_input
+from ..nn.layers import POOLINGS, ROUNDINGS, pool_output_size
 from ..nn.vgg import FILTERS, VGG
 from .build import build_network
 from .conventions import CONVENTIONS, RECORDS_DIR, FEED_IMAGE, parse_record, tap_of
@@ -53,15 +52,16 @@ from .settings import Settings
 
 KERNELS = "fast"  # the networks' kernels: the same numbers as the reference ones (to float64 rounding here), sooner
 TOL = 1e-6  # a fit reproduces the file to this relative error (the yardstick's float64 agreement is ~1e-12)
-GRAM_POWERS = (0, 1)  # each image's Gram matrix divided by M_l^p (N_l only scales the term: a factor)
+GRAM_DIVIDE_BY = {0: "1", 1: "M"}  # each image's Gram matrix divided by M_l^p: p and the record's gram_divide_by
+GRAM_POWERS = tuple(GRAM_DIVIDE_BY)  # (N_l in the divisor only scales the term: a factor the fit finds)
 MAX_ROWS = 4096  # gradient entries used in the least squares (all are used to measure the residual)
 NEGLIGIBLE = 1e-10  # a fitted term contributing less than this (relative) is left out
 ROUGH = 1e-4  # a least-squares residual below which a fit is pruned of the terms it does without
 SPARE = 1e-9  # a term is done without when leaving it out keeps the residual under this (or twice what it was)
 
 
-def rel(a, b):
-    """``max|a − b| / max(|a|, |b|)``: compare's measure (0 for two zero arrays)."""
+def relative_error(a, b):
+    """``max|a − b| / max(|a|, |b|)`` (0 for two zero arrays): the one measure of agreement, compare's and the fit's."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     scale = max(np.max(np.abs(a)), np.max(np.abs(b))) if a.size else 0.0
     return float(np.max(np.abs(a - b)) / scale) if scale > 0 else 0.0
@@ -70,6 +70,11 @@ def rel(a, b):
 def _tap_text(tap):
     layer, pre = split_tap(tap)
     return f"{layer} before its ReLU" if pre else layer
+
+
+def _symbols(text):
+    """A divisor as the sentences write it: ``M`` is ``M_l``, ``N`` is ``N_l``."""
+    return text.replace("M", "M_l").replace("N", "N_l")
 
 
 def _fmt(v):
@@ -136,7 +141,7 @@ class Match(NamedTuple):
 
 
 def match_responses(net, x, theirs, keys, tol):
-    """How far the network explains the file's responses: a :class:`Match` (``net`` built from ``network``)."""
+    """How far ``net`` explains the file's responses: ``(depth, {F: key: tap}, error at the first unexplained)``."""
     taps = [t for _, layer in keys for t in (layer, layer + PRE_RELU)]
     F, _ = net.forward(x, taps)
     found = {}
@@ -146,7 +151,7 @@ def match_responses(net, x, theirs, keys, tol):
         errors = {}
         for tap in ([layer + PRE_RELU] if wanted_pre else [layer, layer + PRE_RELU]):
             ours = np.asarray(F[tap], np.float64)
-            errors[tap] = rel(ours, want) if ours.shape == want.shape else math.inf
+            errors[tap] = relative_error(ours, want) if ours.shape == want.shape else math.inf
         tap = min(errors, key=errors.get)
         if errors[tap] > tol:
             return i, found, errors[tap]
@@ -161,7 +166,7 @@ class Column(NamedTuple):
     r"""One term an implementation can build: its value (0 for a term in the gradient only) and :math:`\partial/\partial x`.
 
     ``key``: ``("content", tap)``, ``("style", tap, p)`` (Gram matrices divided by :math:`M_l^p`;
-    ``p`` None where the artworks have x's :math:`M_l` and it cannot matter), ``("tv", form, in_loss)``.
+    ``p`` None where the artworks have x's :math:`M_l` at that tap and it cannot matter), ``("tv", form, in_loss)``.
     ``dF``: the term's derivative at its own tap (None for TV).
     """
 
@@ -185,22 +190,22 @@ def loss_columns(net, x, photo, artworks, blend=None, only=None):
     blend = [1.0 / len(artworks)] * len(artworks) if blend is None else blend
     F, cache = net.forward(x, taps)
     M_x = {t: F[t][0, 0].size for t in taps}
-    grams, same_size = {p: {} for p in GRAM_POWERS}, True
+    grams, same_size = {p: {} for p in GRAM_POWERS}, dict.fromkeys(taps, True)
     for v, a in zip(blend, artworks):
         Fa, _ = net.forward(preprocess(a, "float64", space), taps)
         for t in taps:
             M_a = Fa[t][0, 0].size
-            same_size &= M_a == M_x[t]
+            same_size[t] &= M_a == M_x[t]
             for p in GRAM_POWERS:
                 term = gram(np.asarray(Fa[t], np.float64)) * (v * (M_x[t] / M_a) ** p)
                 grams[p][t] = term if t not in grams[p] else grams[p][t] + term
-    powers = [None] if same_size else list(GRAM_POWERS)
     columns = []
     for t in terms:
         Ft = np.asarray(F[t], np.float64)
         L, dL = content_loss(Ft, np.asarray(P[t], np.float64))
         columns.append(Column(("content", t), float(L), net.backward({t: dL}, cache), dL))
-        for p in powers:
+        # where every artwork has x's M_l at t (the same size, or one that pools to it) the divisor cannot matter
+        for p in [None] if same_size[t] else GRAM_POWERS:
             E, dE = style_loss(Ft, grams[0 if p is None else p][t])
             columns.append(Column(("style", t, p), float(E), net.backward({t: dE}, cache), dE))
     for form, tv in TV_FORMS.items():
@@ -235,7 +240,7 @@ class Fit(NamedTuple):
     loss: float  # the loss the fit reproduces
     grad: np.ndarray
     loss_error: float  # |L_fit − L| / |L|
-    grad_error: float  # rel(grad_fit, grad)
+    grad_error: float  # relative_error(grad_fit, grad)
     dF_errors: dict  # {dF: key: rel error} where the file has dF
 
     @property
@@ -252,9 +257,21 @@ def _rows(n, seed=0):
 def fit_columns(columns, loss, grad, dF=None):
     r"""The non-negative factors of the columns that reproduce ``loss``, ``grad`` and ``dF`` (``{tap: array}``): a :class:`Fit`.
 
-    Each block of rows (the loss, the gradient, each ``dF``) is scaled by its own size, so
-    that each is matched relative to itself; the columns are scaled to unit norm.
+    With the columns' terms :math:`T_k` (each :math:`	frac12\sum(F^l-P^l)^2`, :math:`E_l`, or a
+    total variation) the file's numbers are taken to be
+
+    .. math:: \mathcal L = \sum_k c_k T_k,\quad rac{\partial\mathcal L}{\partialec x} = \sum_k c_k
+              rac{\partial T_k}{\partialec x},\quad rac{\partial\mathcal L}{\partial F^l}\Big|_{own} =
+              \sum_{k 	ext{ at } l} c_k rac{\partial T_k}{\partial F^l},\qquad c_k \ge 0,
+
+    solved as :math:`\min_{c \ge 0}\lVert A c - bVert` (SciPy's ``nnls``) over the loss, up to
+    :data:`MAX_ROWS` gradient entries and each ``dF``. Each block of rows (the loss, the
+    gradient, each ``dF``) is scaled by its own largest value, so that each is matched
+    relative to itself; the columns are scaled to unit norm. Terms the fit does as well
+    without are then left out, and the rest solved again without the bound (the last digits).
     """
+    from scipy.optimize import nnls  # only here, as optimize.py imports SciPy: not on every refstyle command
+
     dF = dF or {}
     rows = _rows(grad.size)
     blocks = [(np.array([loss]), [np.array([c.loss]) for c in columns])]
@@ -306,9 +323,9 @@ def _fit(columns, coefficients, loss, grad, dF):
     for tap, d in (dF or {}).items():
         ours = sum((coefficients[c.key] * c.dF for c in columns if c.key in coefficients and c.dF is not None
                     and c.key[1] == tap), np.zeros_like(d))
-        dF_errors[tap] = rel(ours, d)
+        dF_errors[tap] = relative_error(ours, d)
     loss_error = abs(L - loss) / abs(loss) if loss != 0 else abs(L)
-    return Fit(coefficients, float(L), g, float(loss_error), rel(g, grad), dF_errors)
+    return Fit(coefficients, float(L), g, float(loss_error), relative_error(g, grad), dF_errors)
 
 
 # --- 3. the factors as a record -----------------------------------------------------------------
@@ -438,8 +455,8 @@ def record_from_fit(fit, network, shapes, H, W, arch, base, weights_input):
         raise RefstyleError("the fit divides the Gram matrices of different layers differently: no record says so")
     if powers and powers != {gram_power(base)}:
         (p,) = powers
-        part["gram_divide_by"] = "M" if p == 1 else "1"
-        depart(f"each Gram matrix divided by {'M_l' if p == 1 else '1'}, where {base.name} divides it by "
+        part["gram_divide_by"] = GRAM_DIVIDE_BY[p]
+        depart(f"each Gram matrix divided by {_symbols(GRAM_DIVIDE_BY[p])}, where {base.name} divides it by "
                f"{base.gram_divisor.text}")
     fitted = {t: v for t, (_, v) in fitted.items()}
     c = parse_record(data, "the fitted record")
@@ -648,7 +665,8 @@ def _undecided(nets, same, used):
         if key[0] == "style" and key[2] is None:
             continue  # said once below
         out.append(f"{' and '.join(_key_text(k) for k in [key, *twins])} give the same numbers here")
-    if any(k[0] == "style" and k[2] is None for k in used):
+    style = [k for k in used if k[0] == "style"]
+    if style and all(k[2] is None for k in style):
         out.append("the Gram divisor's dependence on M_l (1, M_l or N_l·M_l): the artworks have x's size here "
                    "(an artwork of another size decides)")
     return out
@@ -660,7 +678,7 @@ def _rounding_matters(sizes, arch):
     for size in sizes:
         for n in size:
             for _ in range(pools):
-                if n % 2:
+                if pool_output_size(n) != n // 2:  # Caffe's ceil against floor
                     return True
                 n //= 2
     return False
@@ -705,14 +723,16 @@ def snap(tried, coefficients, loss, grad, tol):
     return fit
 
 
-def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blend, sizes, tol):
+def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blend, sizes, tol, progress):
     """Fit every candidate network that explains the file's responses: a list of :class:`Tried`.
 
     A string instead: no network explains the responses, and where they stop being explained.
     Networks that differ only in a rounding these sizes cannot tell are fitted once.
+    ``progress(what, done, total)`` is told of each network passed through and each fitted.
     """
     keys, matches = None, []
-    for n in candidates:  # one network at a time: each holds its own copy of the weights
+    for i, n in enumerate(candidates):  # one network at a time: each holds its own copy of the weights
+        progress("networks", i, len(candidates))
         net = n.build(weights, arch)
         arch = net.arch
         keys = response_keys(theirs, arch) if keys is None else keys
@@ -721,6 +741,7 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
         except RefstyleError:  # a size the network cannot take (pooling below 1 pixel)
             continue
         matches.append((n, Match(n, depth, taps, err)))
+    progress("networks", len(candidates), len(candidates))
     if not matches:
         raise RefstyleError(f"no network takes x of {x.shape[2]}×{x.shape[3]}: it is too small for VGG's poolings")
     if keys:
@@ -747,9 +768,14 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
     post = {t for t in conv_layers(arch)}
     stages = ([lambda m: set(m.taps.values()) | set(_their_dF(theirs, m.taps))] if keys else []) + [
         lambda m: post, lambda m: None]
+    done, total = 0, len(stages) * len(todo)
     for stage, filters in ((stage, f) for stage in stages for f in FILTERS):  # filters transposed second at each
         for n, m in todo:
-            if n.filters != filters or fitted[key(n)] is not None and fitted[key(n)].fit.error <= tol:
+            if n.filters != filters:
+                continue
+            progress("fits", done, total)
+            done += 1
+            if fitted[key(n)] is not None and fitted[key(n)].fit.error <= tol:
                 continue
             net = n.build(weights, arch)
             try:
@@ -767,17 +793,30 @@ def _try(candidates, weights, arch, x, loss, grad, theirs, photo, artworks, blen
                 fitted[key(n)] = Tried(n, arch, fit, shapes, same, every, dF)
         if any(t is not None and t.fit.error <= tol for t in fitted.values()):
             break
+    progress("fits", done, done)  # the stages left are not needed
     return [fitted[key(n)]._replace(network=n) for n, _ in matches if fitted[key(n)] is not None]
 
 
-def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, blend=None):
+def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, blend=None, progress=None):
     r"""Fit a convention record to an implementation's gradient file: a :class:`Diagnosis`.
 
     ``weights``: loaded (unfolded) weights; ``photo``, ``artworks``: RGB 0..255 at x's
     size and the sizes the implementation used; ``theirs``: the file's arrays (``x``,
-    ``loss``, ``grad``, optional ``F:``/``dF:``), checked; ``stated``: the image space the
-    file states for ``x``, or None (then each named space takes x's numbers as they are).
+    ``loss``, ``grad``, optional ``F:``/``dF:``), checked; ``stated``: the image space of
+    ``x``, by default the one the file states (its key ``image``, JSON), else None: then each
+    named space takes x's numbers as they are.
+    ``progress(what, done, total)``: told of each candidate network passed through
+    (``"networks"``) and each least-squares fit (``"fits"``; the last call has
+    ``done == total``), for a long diagnosis (real weights without ``F:`` take a minute).
     """
+    progress = progress or (lambda what, done, total: None)
+    if stated is None and "image" in theirs:
+        try:
+            stated = json.loads(str(np.asarray(theirs["image"])))
+        except ValueError:
+            stated = None
+        if not is_input_convention(stated):
+            raise RefstyleError(f"the file's key image is no image space: {theirs['image']}")
     if arch is None:
         arch = getattr(weights, "meta", {}).get("arch")
     weights_input = dict(getattr(weights, "meta", {}).get("input") or INPUTS["caffe"])
@@ -790,11 +829,12 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
                      "candidate space")
     tried = (f"networks with x in {1 if stated is not None else len(INPUTS)} space(s), each feed, pooling "
              f"{'/'.join(POOLINGS)}, rounding {'/'.join(ROUNDINGS)}, filters {'/'.join(FILTERS)}; responses after or "
-             f"before each ReLU; content and style terms at every layer (Gram divided by 1 or M_l), each "
+             f"before each ReLU; content and style terms at every layer (Gram divided by "
+             f"{' or '.join(map(_symbols, GRAM_DIVIDE_BY.values()))}), each "
              f"total-variation form in the loss or the gradient only")
     sizes = [(H, W)] + [a.shape[:2] for a in artworks]
     found = _try(networks(weights_input, stated), weights, arch, x, loss, grad, theirs, photo, artworks, blend,
-                 sizes, tol)
+                 sizes, tol, progress)
     failure, fits = (found, []) if isinstance(found, str) else (None, found)
     if not isinstance(found, str) and not found:
         failure = f"every network pools x of {H}×{W} to nothing before its last layer: a larger x"
@@ -840,7 +880,7 @@ def diagnose(weights, photo, artworks, theirs, stated=None, arch=None, tol=TOL, 
     failure = None if fits else (f"the terms fit, but the record written from them, {record.base} with the changes "
                                  f"below, reproduces the file only to {_errors(e, loss, grad):.2e}")
     return Diagnosis(record.data, record.base, record.words, undecided, abs(e.loss - loss) / abs(loss) if loss else
-                     abs(e.loss), rel(e.grad, grad), fits, failure, tried, notes)
+                     abs(e.loss), relative_error(e.grad, grad), fits, failure, tried, notes)
 
 
 def _culprit(tried, loss, grad, tol, arch):
@@ -879,7 +919,7 @@ def tidy(data, weights, photo, artworks, x, arch, loss, grad, tol):
 
 
 def _errors(e, loss, grad):
-    return max(abs(e.loss - loss) / abs(loss) if loss else abs(e.loss), rel(e.grad, grad))
+    return max(abs(e.loss - loss) / abs(loss) if loss else abs(e.loss), relative_error(e.grad, grad))
 
 
 def _depth(tap, arch):
