@@ -407,8 +407,10 @@ def test_a_run_that_stops_before_its_iterations_says_so():
         result = refstyle.synthesize(net, photo, [art], settings)
     assert result.results[0].loss == 0.0
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a run that reaches its cap warns nothing
+        warnings.simplefilter("error")  # a run that reaches its cap warns nothing, nor one stopped by a tolerance asked for
         refstyle.synthesize(net, photo, [art], refstyle.Settings(size=36, iters=3))
+        stopped = refstyle.synthesize(net, photo, [art], settings._replace(optimizer_options={"gtol": 1e-3}))
+    assert stopped.results[0].iterations == 0
 
 
 def test_float32_losses_are_summed_in_float64():

@@ -189,7 +189,8 @@ def synthesize(net, photo, artworks, settings=Settings(), callback=None, on_scal
         x = result.x
         if result.interrupted:
             break
-        if result.iterations < s.iters:  # only the iteration cap should end a run (ftol = gtol = 0)
+        tolerances = any(options.get(name) for name in ("ftol", "gtol", "rtol"))  # stops the user asked for
+        if result.iterations < s.iters and not tolerances:  # else only the iteration cap ends a run
             warnings.warn(f"{s.optimizer} stopped after {result.iterations} of {s.iters} iterations"
                           + (f" at scale {k + 1} of {len(sizes)}" if len(sizes) > 1 else "")
                           + f": {result.message}; the image is the best one it found", RefstyleWarning, stacklevel=2)
