@@ -264,7 +264,8 @@ def fit_columns(columns, loss, grad, dF=None):
               rac{\partial T_k}{\partialec x},\quad rac{\partial\mathcal L}{\partial F^l}\Big|_{own} =
               \sum_{k 	ext{ at } l} c_k rac{\partial T_k}{\partial F^l},\qquad c_k \ge 0,
 
-    solved as :math:`\min_{c \ge 0}\lVert A c - bVert` (SciPy's ``nnls``) over the loss, up to
+    solved as :math:`\min_{c \ge 0}\lVert A c - b
+Vert` (SciPy's ``nnls``) over the loss, up to
     :data:`MAX_ROWS` gradient entries and each ``dF``. Each block of rows (the loss, the
     gradient, each ``dF``) is scaled by its own largest value, so that each is matched
     relative to itself; the columns are scaled to unit norm. Terms the fit does as well
@@ -441,12 +442,8 @@ def record_from_fit(fit, network, shapes, H, W, arch, base, weights_input):
     fitted = {k[1]: v for k, v in coef.items() if k[0] == "content"}
     theirs = {k[1]: v for k, v in ours.items() if k[0] == "content"}
     part = data.setdefault("content", {})
-    if not fitted:
-        if theirs:
-            data["alpha"] = 0.0
-            depart(f"no content term, where {base.name} has one at {', '.join(map(_tap_text, theirs))}")
-    else:
-        _fit_part(data, part, "content", "alpha", fitted, theirs, base, shapes, H, W, arch, depart)
+    _fit_term(data, part, "content", "alpha", fitted, theirs, base, shapes, H, W, arch, depart,
+              f"no content term, where {base.name} has one at {', '.join(map(_tap_text, theirs))}")
     # the style: its Gram divisor first, which changes the factor of every layer
     fitted = {k[1]: (k[2], v) for k, v in coef.items() if k[0] == "style"}
     powers = {p for p, _ in fitted.values() if p is not None}
@@ -461,12 +458,8 @@ def record_from_fit(fit, network, shapes, H, W, arch, base, weights_input):
     fitted = {t: v for t, (_, v) in fitted.items()}
     c = parse_record(data, "the fitted record")
     theirs = {k[1]: v for k, v in convention_coefficients(c, shapes, H, W, arch).items() if k[0] == "style"}
-    if not fitted:
-        if theirs:
-            data["beta"] = 0.0
-            depart(f"no style term, where {base.name} has one")
-    else:
-        _fit_part(data, part, "style", "beta", fitted, theirs, c, shapes, H, W, arch, depart)
+    _fit_term(data, part, "style", "beta", fitted, theirs, c, shapes, H, W, arch, depart,
+              f"no style term, where {base.name} has one")
     # the total variation
     tv = {(k[1], k[2]): v for k, v in coef.items() if k[0] == "tv"}
     part = data.setdefault("tv", {})
@@ -525,6 +518,16 @@ def _divided(text, a, b):
             (up if e > 0 else down).append(symbol if abs(e) == 1 else f"{symbol}^{abs(e)}")
     text = "*".join(up) or "1"
     return text + (f"/({'*'.join(down)})" if down else "")
+
+
+def _fit_term(data, part, name, weight, fitted, theirs, record, shapes, H, W, arch, depart, missing):
+    """One term of the record (content or style): its factors fitted (:func:`_fit_part`), or, where the fit
+    has none of it but ``record`` has, its weight set to 0 and ``missing`` said."""
+    if fitted:
+        _fit_part(data, part, name, weight, fitted, theirs, record, shapes, H, W, arch, depart)
+    elif theirs:
+        data[weight] = 0.0
+        depart(missing)
 
 
 def _fit_part(data, part, kind, factor, fitted, theirs, c, shapes, H, W, arch, depart):
